@@ -1,0 +1,63 @@
+"""Typed errors of the storage engine. Nothing else escapes from `pyproglog.log`."""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class LogError(Exception):
+    """Base class of every error the storage engine raises."""
+
+
+class InvalidConfig(LogError, ValueError):
+    """A configuration that cannot work, refused before anything is opened."""
+
+
+class OffsetOutOfRange(LogError):
+    """The offset is not in the log: past the end, or below the lowest retained offset."""
+
+    def __init__(self, offset: int, lowest: int, next_offset: int) -> None:
+        super().__init__(f"offset out of range: {offset}")
+        self.offset = offset
+        self.lowest = lowest
+        self.next_offset = next_offset
+
+
+class RecordTooLarge(LogError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"record of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class LogClosed(LogError):
+    def __init__(self) -> None:
+        super().__init__("log is closed")
+
+
+class CorruptSegment(LogError):
+    """Bytes on disk that fail their checksum or do not describe the expected record."""
+
+    def __init__(self, path: str, position: int, reason: str) -> None:
+        super().__init__(f"corrupt data in {path} at byte {position}: {reason}")
+        self.path = path
+        self.position = position
+        self.reason = reason
+
+
+class LogWriteError(LogError):
+    """A write or sync failed; the append had no effect and the log still serves reads."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class DiskFull(LogWriteError):
+    """No space left (ENOSPC/EDQUOT). Appends succeed again once space is freed."""
+
+
+def write_error_from(exc: OSError, what: str) -> LogWriteError:
+    if exc.errno in (_errno.ENOSPC, _errno.EDQUOT):
+        return DiskFull(f"{what}: no space left on device", exc.errno)
+    return LogWriteError(f"{what}: {exc.strerror or exc}", exc.errno)

@@ -1,0 +1,123 @@
+"""The index: a memory-mapped file of fixed-width entries (relative offset, store position).
+
+The file is pre-allocated to its full size with posix_fallocate (not a sparse
+ftruncate) so that a store through the mapping can never fault for lack of disk
+space, and cut to its used size on a clean close. A file still at full size on
+open therefore means "not closed cleanly"; the used prefix is found by binary
+search (entry i must hold relative offset i) and then checked against the store
+by the segment. The index is a cache of the store: anything doubtful is rebuilt
+from the store, never trusted.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+from pyproglog.log.errors import OffsetOutOfRange, write_error_from
+from pyproglog.log.format import INDEX_ENTRY, INDEX_ENTRY_WIDTH, STORE_HEADER_SIZE
+
+_ZERO_PAGE = bytes(64 * 1024)
+
+
+class Index:
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path = path
+        self.max_entries = max_bytes // INDEX_ENTRY_WIDTH
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            capacity = max(max_bytes, size - size % INDEX_ENTRY_WIDTH)
+            if size < capacity:
+                os.posix_fallocate(fd, 0, capacity)
+            self._mm = mmap.mmap(fd, capacity)
+        except OSError as exc:
+            os.close(fd)
+            raise write_error_from(exc, f"allocating index {path}") from exc
+        self._fd = fd
+        self.capacity = capacity // INDEX_ENTRY_WIDTH
+        # A cleanly closed index is exactly its entries; anything else is probed.
+        self.closed_cleanly = size != capacity and size % INDEX_ENTRY_WIDTH == 0
+        self.entries = self._probe(size // INDEX_ENTRY_WIDTH)
+        self._closed = False
+
+    def _valid(self, i: int) -> bool:
+        rel, pos = INDEX_ENTRY.unpack_from(self._mm, i * INDEX_ENTRY_WIDTH)
+        return bool(rel == i and pos >= STORE_HEADER_SIZE)
+
+    def _probe(self, upper: int) -> int:
+        """Length of the prefix of valid entries among the first `upper`."""
+        lo, hi = 0, min(upper, self.capacity)
+        if hi and self._valid(hi - 1):
+            return hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._valid(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    @property
+    def is_full(self) -> bool:
+        return self.entries >= self.max_entries
+
+    @property
+    def free(self) -> int:
+        return max(0, self.max_entries - self.entries)
+
+    def read(self, i: int) -> tuple[int, int]:
+        """Entry i as (relative offset, position); -1 is the last entry."""
+        if i < 0:
+            i += self.entries
+        if not 0 <= i < self.entries:
+            raise OffsetOutOfRange(i, 0, self.entries)
+        rel, pos = INDEX_ENTRY.unpack_from(self._mm, i * INDEX_ENTRY_WIDTH)
+        return rel, pos
+
+    def position(self, i: int) -> int:
+        return int(INDEX_ENTRY.unpack_from(self._mm, i * INDEX_ENTRY_WIDTH)[1])
+
+    def positions(self, start: int, stop: int) -> list[int]:
+        """Store positions of entries [start, stop)."""
+        chunk = self._mm[start * INDEX_ENTRY_WIDTH : stop * INDEX_ENTRY_WIDTH]
+        return [pos for _, pos in INDEX_ENTRY.iter_unpack(chunk)]
+
+    def write(self, pos: int) -> None:
+        self.write_many([pos])
+
+    def write_many(self, positions: list[int]) -> None:
+        n = len(positions)
+        if self.entries + n > self.capacity:
+            raise ValueError("index full")  # callers check `free` first; a bug if reached
+        rel = self.entries
+        pack_into = INDEX_ENTRY.pack_into
+        mm = self._mm
+        at = rel * INDEX_ENTRY_WIDTH
+        for pos in positions:
+            pack_into(mm, at, rel, pos)
+            rel += 1
+            at += INDEX_ENTRY_WIDTH
+        self.entries = rel
+
+    def truncate(self, entries: int) -> None:
+        """Keep the first `entries`; zero the rest so a later probe cannot find them."""
+        start = entries * INDEX_ENTRY_WIDTH
+        stop = max(self.entries, self._probe(self.capacity)) * INDEX_ENTRY_WIDTH
+        while start < stop:
+            n = min(len(_ZERO_PAGE), stop - start)
+            self._mm[start : start + n] = _ZERO_PAGE[:n]
+            start += n
+        self.entries = entries
+
+    def close(self) -> None:
+        """Flush and cut the file to its entries: the mark of a clean close."""
+        if self._closed:
+            return
+        self._closed = True
+        self._mm.flush()
+        self._mm.close()
+        try:
+            os.ftruncate(self._fd, self.entries * INDEX_ENTRY_WIDTH)
+        finally:
+            os.close(self._fd)
