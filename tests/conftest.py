@@ -1,1 +1,40 @@
-"""Shared fixtures for all test suites."""
+"""Shared fixtures: real nodes, in process (fast) or as subprocesses (tests/harness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pyproglog.agent import Agent
+from pyproglog.config import Settings
+from tests.harness import ServerProcess
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    """A node in the test's own event loop, on free ports, with a fresh data dir."""
+    settings = Settings.load(
+        {"data_dir": tmp_path / "data", "rpc_port": 0, "http_addr": "127.0.0.1:0"}
+    )
+    node = Agent(settings)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+@pytest.fixture
+async def aio_channel(agent: Agent) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(agent.rpc_addr) as channel:
+        yield channel
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A `proglog serve` subprocess on free ports."""
+    with ServerProcess(tmp_path / "data") as node:
+        yield node

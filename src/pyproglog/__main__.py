@@ -1,0 +1,3 @@
+from pyproglog.cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""Node settings: flags > PROGLOG_* environment > YAML config file > defaults.
+
+Field names are the `proglog serve` flag names with dashes as underscores
+(`--data-dir` = `data_dir` = `PROGLOG_DATA_DIR` = `data-dir:` in YAML).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from pyproglog.log import InvalidConfig, LogConfig, SyncPolicy
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; the message says which and why."""
+
+
+def _split_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{what} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROGLOG_", extra="forbid")
+
+    data_dir: Path = Path("proglog-data")
+    node_name: str = Field(default_factory=socket.gethostname)
+    bind_addr: str = "127.0.0.1:8401"
+    rpc_port: int = Field(default=8400, ge=0, le=65535)
+    start_join_addrs: list[str] = Field(default_factory=list)
+    bootstrap: bool | None = None
+    acl_model_file: Path | None = None
+    acl_policy_file: Path | None = None
+    server_tls_cert_file: Path | None = None
+    server_tls_key_file: Path | None = None
+    server_tls_ca_file: Path | None = None
+    peer_tls_cert_file: Path | None = None
+    peer_tls_key_file: Path | None = None
+    peer_tls_ca_file: Path | None = None
+    # Empty string turns the gateway off.
+    http_addr: str = "127.0.0.1:8080"
+
+    # Storage engine.
+    segment_max_store_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
+    segment_max_index_bytes: int = Field(default=12 * 1024 * 1024, gt=0)
+    max_record_bytes: int = Field(default=1024 * 1024, gt=0)
+    sync_policy: SyncPolicy = SyncPolicy.INTERVAL
+    sync_interval_ms: int = Field(default=200, gt=0)
+    retention_bytes: int | None = Field(default=None, gt=0)
+    retention_ms: int | None = Field(default=None, gt=0)
+
+    # Operations.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("bind_addr")
+    @classmethod
+    def _check_bind(cls, v: str) -> str:
+        _split_hostport(v, "bind-addr")
+        return v
+
+    @field_validator("http_addr")
+    @classmethod
+    def _check_http(cls, v: str) -> str:
+        if v:
+            _split_hostport(v, "http-addr")
+        return v
+
+    @field_validator("start_join_addrs", mode="before")
+    @classmethod
+    def _split_list(cls, v: Any) -> Any:
+        # From the environment: "a:1,b:2".
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> Settings:
+        if (self.acl_model_file is None) != (self.acl_policy_file is None):
+            raise ValueError("acl-model-file and acl-policy-file must be given together")
+        if (self.server_tls_cert_file is None) != (self.server_tls_key_file is None):
+            raise ValueError("server-tls-cert-file and server-tls-key-file must be given together")
+        if self.server_tls_ca_file is not None and self.server_tls_cert_file is None:
+            raise ValueError("server-tls-ca-file needs server-tls-cert-file and -key-file")
+        return self
+
+    # -- derived ------------------------------------------------------------------
+
+    @property
+    def rpc_host(self) -> str:
+        return _split_hostport(self.bind_addr, "bind-addr")[0]
+
+    @property
+    def rpc_addr(self) -> str:
+        return f"{self.rpc_host}:{self.rpc_port}"
+
+    @property
+    def http_host_port(self) -> tuple[str, int] | None:
+        return _split_hostport(self.http_addr, "http-addr") if self.http_addr else None
+
+    @property
+    def is_bootstrap(self) -> bool:
+        return self.bootstrap if self.bootstrap is not None else not self.start_join_addrs
+
+    def log_config(self) -> LogConfig:
+        try:
+            return LogConfig(
+                max_store_bytes=self.segment_max_store_bytes,
+                max_index_bytes=self.segment_max_index_bytes,
+                max_record_bytes=self.max_record_bytes,
+                sync_policy=self.sync_policy,
+                sync_interval_ms=self.sync_interval_ms,
+                retention_bytes=self.retention_bytes,
+                retention_ms=self.retention_ms,
+            )
+        except InvalidConfig as exc:
+            raise ConfigError(str(exc)) from None
+
+    # -- loading ------------------------------------------------------------------
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+    @classmethod
+    def load(
+        cls, overrides: dict[str, Any] | None = None, config_file: Path | None = None
+    ) -> Settings:
+        """Settings from flags (`overrides`, None values ignored), env and `config_file`."""
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        _YamlFileSource.path = config_file
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+        finally:
+            _YamlFileSource.path = None
+
+
+class _YamlFileSource(InitSettingsSource):
+    """The --config-file: YAML mapping with flag names (dashes or underscores) as keys."""
+
+    path: Path | None = None
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        data: dict[str, Any] = {}
+        if self.path is not None:
+            try:
+                loaded = yaml.safe_load(Path(self.path).read_text()) or {}
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {self.path}: {exc.strerror}") from None
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {self.path} is not valid YAML: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"config file {self.path} must be a mapping of settings")
+            data = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+        super().__init__(settings_cls, data)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]).replace("_", "-") or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}: {msg}" if err["loc"] else msg)
+    return "; ".join(parts)

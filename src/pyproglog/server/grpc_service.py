@@ -1,0 +1,201 @@
+"""The `log.v1.Log` gRPC service (grpc.aio) over a LogService."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from pyproglog.api.v1 import log_pb2, log_pb2_grpc
+from pyproglog.log import Record
+from pyproglog.server.core import LogService
+from pyproglog.server.status import error_status
+
+_log = logging.getLogger("pyproglog.server")
+
+SERVICE_NAME = "log.v1.Log"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    id: str
+    rpc_addr: str
+    is_leader: bool
+
+
+# GetServers is answered from here; the cluster plugs in its membership view.
+ServerLister = Callable[[], Sequence[ServerInfo]]
+
+
+def to_pb(rec: Record) -> log_pb2.Record:
+    return log_pb2.Record(
+        value=rec.value,
+        offset=rec.offset,
+        term=rec.term,
+        type=rec.type,
+        timestamp_ms=rec.timestamp_ms,
+    )
+
+
+def _fill(records: Sequence[Record], out: object) -> None:
+    add = out.add  # type: ignore[attr-defined]
+    for rec in records:
+        add(
+            value=rec.value,
+            offset=rec.offset,
+            term=rec.term,
+            type=rec.type,
+            timestamp_ms=rec.timestamp_ms,
+        )
+
+
+async def abort_for(
+    context: grpc.aio.ServicerContext[object, object], exc: BaseException
+) -> NoReturn:
+    """Abort the call with the status that `exc` maps to (INTERNAL for bugs)."""
+    st = error_status(exc)
+    if st is None:
+        _log.exception("internal error", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable")
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.LocalizedMessage(locale="en-US", message=st.message))
+    status = status_pb2.Status(
+        code=getattr(code_pb2, st.grpc_code.name), message=st.message, details=[detail]
+    )
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("unreachable")
+
+
+class LogServicer(log_pb2_grpc.LogServicer):
+    def __init__(self, service: LogService, servers: ServerLister) -> None:
+        self._service = service
+        self._servers = servers
+
+    async def Produce(
+        self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ProduceResponse:
+        try:
+            offset = await self._service.produce([request.record])
+        except Exception as exc:
+            await abort_for(context, exc)
+        return log_pb2.ProduceResponse(offset=offset)
+
+    async def Consume(
+        self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ConsumeResponse:
+        try:
+            rec = self._service.read(request.offset)
+        except Exception as exc:
+            await abort_for(context, exc)
+        return log_pb2.ConsumeResponse(record=to_pb(rec))
+
+    async def ConsumeStream(
+        self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[log_pb2.ConsumeResponse]:
+        try:
+            async for batch in self._service.tail(request.offset):
+                for rec in batch:
+                    yield log_pb2.ConsumeResponse(record=to_pb(rec))
+        except Exception as exc:
+            await abort_for(context, exc)
+
+    async def ProduceStream(
+        self,
+        request_iterator: AsyncIterator[log_pb2.ProduceRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[log_pb2.ProduceResponse]:
+        try:
+            async for request in request_iterator:
+                offset = await self._service.produce([request.record])
+                yield log_pb2.ProduceResponse(offset=offset)
+        except Exception as exc:
+            await abort_for(context, exc)
+
+    async def GetServers(
+        self, request: log_pb2.GetServersRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.GetServersResponse:
+        return log_pb2.GetServersResponse(
+            servers=[
+                log_pb2.Server(id=s.id, rpc_addr=s.rpc_addr, is_leader=s.is_leader)
+                for s in self._servers()
+            ]
+        )
+
+    async def ProduceBatch(
+        self, request: log_pb2.ProduceBatchRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ProduceBatchResponse:
+        try:
+            first = await self._service.produce(request.records)
+        except Exception as exc:
+            await abort_for(context, exc)
+        n = len(request.records)
+        return log_pb2.ProduceBatchResponse(base_offset=first, last_offset=first + n - 1, count=n)
+
+    async def Fetch(
+        self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.FetchResponse:
+        try:
+            records = await self._service.fetch(
+                request.offset, request.max_records, request.max_bytes, request.max_wait_ms
+            )
+        except Exception as exc:
+            await abort_for(context, exc)
+        resp = log_pb2.FetchResponse(
+            next_offset=records[-1].offset + 1 if records else request.offset,
+            high_watermark=self._service.log.next_offset,
+        )
+        _fill(records, resp.records)
+        return resp
+
+    async def ConsumeBatchStream(
+        self, request: log_pb2.ConsumeBatchStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[log_pb2.FetchResponse]:
+        try:
+            async for batch in self._service.tail(
+                request.offset, request.max_records, request.max_bytes
+            ):
+                resp = log_pb2.FetchResponse(
+                    next_offset=batch[-1].offset + 1,
+                    high_watermark=self._service.log.next_offset,
+                )
+                _fill(batch, resp.records)
+                yield resp
+        except Exception as exc:
+            await abort_for(context, exc)
+
+    async def GetLogInfo(
+        self, request: log_pb2.GetLogInfoRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.GetLogInfoResponse:
+        try:
+            info = self._service.info()
+        except Exception as exc:
+            await abort_for(context, exc)
+        return log_pb2.GetLogInfoResponse(
+            lowest_offset=info.lowest_offset,
+            highest_offset=max(info.highest_offset, 0),
+            next_offset=info.next_offset,
+            empty=info.empty,
+            segment_count=info.segment_count,
+            size_bytes=info.size_bytes,
+            commit_offset=max(info.highest_offset, 0),
+        )
+
+    async def GetOffsetForTimestamp(
+        self, request: log_pb2.GetOffsetForTimestampRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.GetOffsetForTimestampResponse:
+        try:
+            offset = self._service.offset_for_timestamp(request.timestamp_ms)
+            if offset is None:
+                return log_pb2.GetOffsetForTimestampResponse(
+                    offset=self._service.log.next_offset, found=False
+                )
+        except Exception as exc:
+            await abort_for(context, exc)
+        return log_pb2.GetOffsetForTimestampResponse(offset=offset, found=True)
