@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # Operations.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
+    # One line per gRPC call at this level: hidden at the default log level.
+    request_log_level: Literal["debug", "info", "warning", "error"] = "debug"
+    # Prometheus metrics at /metrics on the HTTP gateway.
+    metrics: bool = True
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
     @field_validator("bind_addr")

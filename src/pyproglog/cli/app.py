@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from pyproglog.auth.errors import SecurityError
 from pyproglog.config import ConfigError, Settings
 from pyproglog.log import LogError
 from pyproglog.log.config import SyncPolicy
@@ -76,6 +77,12 @@ def serve(
     retention_ms: Annotated[int | None, Opt(help="Delete segments older than this")] = None,
     log_level: Annotated[str | None, Opt(help="debug, info, warning, error [info]")] = None,
     log_format: Annotated[str | None, Opt(help="auto, console or json [auto]")] = None,
+    request_log_level: Annotated[
+        str | None, Opt(help="Level of the one-line-per-call request log [debug]")
+    ] = None,
+    metrics: Annotated[
+        bool | None, Opt("--metrics/--no-metrics", help="Serve /metrics on the gateway [on]")
+    ] = None,
     shutdown_grace_seconds: Annotated[
         float | None, Opt(help="Time in-flight calls get on shutdown [10]")
     ] = None,
@@ -91,7 +98,7 @@ def serve(
 
     try:
         run(settings)
-    except (OSError, LogError) as exc:
+    except (OSError, LogError, SecurityError) as exc:
         raise fail(str(exc)) from None
 
 
@@ -100,3 +107,10 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# Registers produce, consume, servers and info on `app`; last, since it uses `fail`.
+from pyproglog.cli import client_commands as _client_commands  # noqa: E402, F401
+from pyproglog.cli.certs import certs as _certs  # noqa: E402
+
+app.add_typer(_certs)

@@ -6,7 +6,14 @@ import enum
 from dataclasses import dataclass
 
 from pyproglog.log.errors import InvalidConfig
-from pyproglog.log.format import FRAME_OVERHEAD, INDEX_ENTRY_WIDTH, STORE_HEADER_SIZE
+from pyproglog.log.format import (
+    BODY_HEADER,
+    FRAME_OVERHEAD,
+    INDEX_ENTRY_WIDTH,
+    MAX_BODY,
+    STORE_HEADER_SIZE,
+    U64_MAX,
+)
 
 
 class SyncPolicy(enum.Enum):
@@ -46,6 +53,12 @@ class LogConfig:
             raise InvalidConfig("max_index_bytes allows more than 2**32 entries per segment")
         if self.max_record_bytes < 1:
             raise InvalidConfig(f"max_record_bytes must be at least 1, got {self.max_record_bytes}")
+        if self.max_record_bytes > MAX_BODY - BODY_HEADER.size:
+            # A frame's length field is 32 bits wide.
+            raise InvalidConfig(
+                f"max_record_bytes must be at most {MAX_BODY - BODY_HEADER.size}, "
+                f"got {self.max_record_bytes}"
+            )
         smallest_segment = STORE_HEADER_SIZE + FRAME_OVERHEAD + self.max_record_bytes
         if self.max_store_bytes < smallest_segment:
             raise InvalidConfig(
@@ -55,6 +68,8 @@ class LogConfig:
             )
         if self.initial_offset < 0:
             raise InvalidConfig(f"initial_offset must not be negative, got {self.initial_offset}")
+        if self.initial_offset > U64_MAX:
+            raise InvalidConfig(f"initial_offset must fit in 64 bits, got {self.initial_offset}")
         if not isinstance(self.sync_policy, SyncPolicy):
             raise InvalidConfig(f"sync_policy must be a SyncPolicy, got {self.sync_policy!r}")
         if self.sync_policy is SyncPolicy.INTERVAL and self.sync_interval_ms < 1:

@@ -30,6 +30,14 @@ class RecordTooLarge(LogError):
         self.limit = limit
 
 
+class SegmentFull(LogError):
+    """A segment was asked to take records it has no room for (the log rolls before this)."""
+
+    def __init__(self, base_offset: int) -> None:
+        super().__init__(f"segment {base_offset} is full")
+        self.base_offset = base_offset
+
+
 class LogClosed(LogError):
     def __init__(self) -> None:
         super().__init__("log is closed")

@@ -12,6 +12,7 @@ Time index file: 12-byte entries: i64 max timestamp so far | u32 relative offset
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,15 @@ TIME_ENTRY = struct.Struct("<qI")
 TIME_ENTRY_WIDTH = TIME_ENTRY.size
 
 U64_MAX = 2**64 - 1
+
+# Runs of index entries are packed and unpacked with one struct call each.
+INDEX_RUN = 1024
+
+
+@functools.lru_cache(maxsize=16)
+def index_run(n: int) -> struct.Struct:
+    """A struct for `n` consecutive index entries (n <= INDEX_RUN)."""
+    return struct.Struct("<" + "IQ" * n)
 
 
 class RecordLike(Protocol):
@@ -75,30 +85,49 @@ def encode_batch(
 ) -> EncodedBatch:
     """Frames for `records` at consecutive offsets, as one buffer for one write.
 
-    This loop is the append hot path: it keeps to a few C calls per record.
+    This loop is the append hot path: it keeps to a few C calls per record
+    (header + value joined once, so one CRC call over the whole body).
     """
     buf = bytearray()
     positions: list[int] = []
+    add_position = positions.append
     pack_body = BODY_HEADER.pack
     pack_prefix = FRAME_PREFIX.pack
-    body_size = BODY_HEADER.size
-    overhead = FRAME_OVERHEAD
+    prefix_size = FRAME_PREFIX_SIZE
     pos = start_position
     offset = first_offset
     max_ts = -(2**63)
     for rec in records:
-        value = rec.value
         ts = rec.timestamp_ms or now_ms
         if ts > max_ts:
             max_ts = ts
-        body = pack_body(offset, rec.term, ts, consensus_index, rec.type)
-        buf += pack_prefix(body_size + len(value), crc32c(value, crc32c(body)))
+        body = pack_body(offset, rec.term, ts, consensus_index, rec.type) + rec.value
+        size = len(body)
+        buf += pack_prefix(size, crc32c(body))
         buf += body
-        buf += value
-        positions.append(pos)
-        pos += overhead + len(value)
+        add_position(pos)
+        pos += prefix_size + size
         offset += 1
     return EncodedBatch(buf, positions, max_ts)
+
+
+def encode_frame(
+    value: bytes, offset: int, term: int, timestamp_ms: int, consensus_index: int, rtype: int
+) -> bytes:
+    """One whole frame (prefix + body): the single-record append path."""
+    body = BODY_HEADER.pack(offset, term, timestamp_ms, consensus_index, rtype) + value
+    return FRAME_PREFIX.pack(len(body), crc32c(body)) + body
+
+
+def encode_frame_header(
+    value: bytes, offset: int, term: int, timestamp_ms: int, consensus_index: int, rtype: int
+) -> bytes:
+    """The FRAME_OVERHEAD bytes that precede `value` in its frame (prefix + body header).
+
+    For big values, which are then written as they are, not copied into a frame.
+    """
+    header = BODY_HEADER.pack(offset, term, timestamp_ms, consensus_index, rtype)
+    return FRAME_PREFIX.pack(BODY_HEADER.size + len(value), crc32c(value, crc32c(header))) + header
 
 
 class FrameError(Exception):
@@ -121,6 +150,22 @@ def decode_body(body: bytes | memoryview, crc: int) -> tuple[Record, int]:
     return Record(bytes(body[BODY_HEADER.size :]), offset, term, rtype, ts), cidx
 
 
+def decode_frame(frame: bytes, expected_offset: int) -> Record:
+    """The record in `frame`, which must be exactly one whole, valid frame for
+    `expected_offset` (the random-read path: the index gives both ends)."""
+    length, crc = FRAME_PREFIX.unpack_from(frame)
+    if length < BODY_HEADER.size or len(frame) != FRAME_PREFIX_SIZE + length:
+        raise FrameError("frame length does not match its index entries")
+    # Small frames: slicing a copy is cheaper than making a view.
+    body = frame[FRAME_PREFIX_SIZE:] if length <= 4096 else memoryview(frame)[FRAME_PREFIX_SIZE:]
+    if crc32c(body) != crc:
+        raise FrameError("checksum mismatch")
+    offset, term, ts, _cidx, rtype = BODY_HEADER.unpack_from(frame, FRAME_PREFIX_SIZE)
+    if offset != expected_offset:
+        raise FrameError(f"frame holds offset {offset}, not {expected_offset}")
+    return Record(frame[FRAME_OVERHEAD:], offset, term, rtype, ts)
+
+
 def decode_frames(
     buf: bytes | memoryview, expected_offset: int | None = None
 ) -> tuple[list[Record], int]:
@@ -130,7 +175,11 @@ def decode_frames(
     `expected_offset` is given) does not carry the next expected offset.
     """
     view = memoryview(buf)
+    # From bytes, a slice is the value itself (one copy, no view objects), and
+    # small bodies are checksummed from a slice too, which is cheaper than a view.
+    as_bytes = type(buf) is bytes
     records: list[Record] = []
+    add = records.append
     pos = 0
     end = len(view)
     unpack_prefix = FRAME_PREFIX.unpack_from
@@ -139,17 +188,18 @@ def decode_frames(
     prefix = FRAME_PREFIX_SIZE
     while pos + prefix <= end:
         length, crc = unpack_prefix(view, pos)
-        stop = pos + prefix + length
+        start = pos + prefix
+        stop = start + length
         if length < hdr or stop > end:
             break
-        body = view[pos + prefix : stop]
-        if crc32c(body) != crc:
+        if crc32c(buf[start:stop] if as_bytes and length <= 4096 else view[start:stop]) != crc:
             break
-        offset, term, ts, _cidx, rtype = unpack_body(body)
+        offset, term, ts, _cidx, rtype = unpack_body(view, start)
         if expected_offset is not None:
             if offset != expected_offset:
                 break
             expected_offset += 1
-        records.append(Record(bytes(body[hdr:]), offset, term, rtype, ts))
+        value = buf[start + hdr : stop] if as_bytes else bytes(view[start + hdr : stop])
+        add(Record(value, offset, term, rtype, ts))  # type: ignore[arg-type]  # bytes: as_bytes
         pos = stop
     return records, pos

@@ -15,8 +15,10 @@ Durability, in order of events for one append call:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import logging
+import operator
 import os
 import threading
 import time
@@ -30,6 +32,7 @@ from pyproglog.log.errors import (
     LogWriteError,
     OffsetOutOfRange,
     RecordTooLarge,
+    SegmentFull,
 )
 from pyproglog.log.format import (
     FRAME_OVERHEAD,
@@ -37,7 +40,8 @@ from pyproglog.log.format import (
     Record,
     RecordLike,
 )
-from pyproglog.log.segment import STORE_SUFFIX, Segment
+from pyproglog.log.segment import STORE_SUFFIX, Segment, segment_paths
+from pyproglog.log.stats import LogStats
 from pyproglog.log.store import Store
 
 _log = logging.getLogger("pyproglog.log")
@@ -58,6 +62,10 @@ class LogInfo:
         return self.next_offset == self.lowest_offset
 
 
+_value_of = operator.attrgetter("value")
+_FRAME_OVERHEAD_PLUS = FRAME_OVERHEAD.__add__
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -70,6 +78,7 @@ class Log:
         self._lock = threading.RLock()
         self._closed = False
         self._listeners: list[AppendListener] = []
+        self.stats = LogStats()
         # Group commit bookkeeping: appends are numbered; fsyncs cover a prefix.
         self._sync_cond = threading.Condition()
         self._written_seq = 0
@@ -95,8 +104,15 @@ class Log:
             if name.endswith(STORE_SUFFIX) and name[: -len(STORE_SUFFIX)].isdigit()
         )
         try:
-            for base in bases:
+            for i, base in enumerate(bases):
                 seg = Segment(self.directory, base, self.config)
+                if seg.is_empty and i + 1 < len(bases):
+                    # Only the active (last) segment is ever empty; an empty one
+                    # before others is a leftover of a roll that failed or was
+                    # cut short. It holds nothing: drop it, not what follows.
+                    _log.warning("removing empty leftover segment %d", base)
+                    seg.remove()
+                    continue
                 if self._segments and self._segments[-1].next_offset != base:
                     # A hole (or overlap) can only come from lost data in an older
                     # segment; keep the unbroken prefix rather than serve a gap.
@@ -119,10 +135,23 @@ class Log:
         self._bases = [s.base_offset for s in self._segments]
 
     def _new_segment(self, base: int) -> Segment:
-        seg = Segment(self.directory, base, self.config)
-        if self.config.sync_policy is not SyncPolicy.NEVER:
-            seg.sync()
-            self._sync_directory()
+        seg: Segment | None = None
+        try:
+            seg = Segment(self.directory, base, self.config)
+            if self.config.sync_policy is not SyncPolicy.NEVER:
+                seg.sync()
+                self._sync_directory()
+        except BaseException:
+            # Leave nothing behind (e.g. when the disk is full): a stray store
+            # file would be taken for a segment by the next open.
+            if seg is not None:
+                with contextlib.suppress(Exception):
+                    seg.remove()
+            else:
+                for path in segment_paths(self.directory, base):
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+            raise
         return seg
 
     def _sync_directory(self) -> None:
@@ -142,11 +171,45 @@ class Log:
         self._listeners.remove(listener)
 
     def append(self, value: bytes, *, term: int = 0, type: int = 0, timestamp_ms: int = 0) -> int:
-        """Append one record; its offset."""
-        return self.append_batch([Record(value, 0, term, type, timestamp_ms)])
+        """Append one record; its offset.
+
+        The lean path of `append_batch` for one record: the same order (frame
+        written to the file with one pwrite, then the index entry) and the same
+        all-or-nothing on a write error, without the batch bookkeeping. When the
+        active segment has no room it goes the batch way, which rolls.
+        """
+        limit = self.config.max_record_bytes
+        if len(value) > limit:
+            raise RecordTooLarge(len(value), limit)
+        ts = timestamp_ms or _now_ms()
+        with self._lock:
+            if self._closed:
+                raise LogClosed()
+            active = self._segments[-1]
+            offset = active.next_offset
+            try:
+                if active.append_one(value, term, type, ts, 0):  # now full
+                    self._roll_locked()
+            except SegmentFull:
+                offset = -1  # nothing written; the batch path rolls first
+            except LogWriteError:
+                self._drop_suffix_locked(offset - 1)
+                raise
+            else:
+                self._written_seq += 1
+                seq = self._written_seq
+        if offset < 0:
+            return self.append_batch([Record(value, 0, term, type, ts)])
+        if self.config.sync_policy is SyncPolicy.ALWAYS:
+            self._sync_upto(seq)
+        for listener in self._listeners:
+            listener(offset + 1)
+        return offset
 
     def append_batch(self, records: Sequence[RecordLike], *, consensus_index: int = 0) -> int:
-        """Append records at contiguous offsets with one write; the first offset.
+        """Append records at contiguous offsets; the first offset.
+
+        One write per segment touched (over 1 MiB of frames: one per ~1 MiB).
 
         All or nothing: on a write error nothing of the batch stays or is served.
         `consensus_index` is stored with the batch so that a replicated log can
@@ -155,16 +218,17 @@ class Log:
         if not records:
             raise ValueError("append_batch needs at least one record")
         limit = self.config.max_record_bytes
-        frame_sizes = [len(r.value) + FRAME_OVERHEAD for r in records]
-        biggest = max(frame_sizes) - FRAME_OVERHEAD
-        if biggest > limit:
-            raise RecordTooLarge(biggest, limit)
+        value_bytes = sum(map(len, map(_value_of, records)))  # one C-speed pass
+        if value_bytes > limit:  # else no record can be too large
+            biggest = max(map(len, map(_value_of, records)))
+            if biggest > limit:
+                raise RecordTooLarge(biggest, limit)
         now = _now_ms()
         with self._lock:
             self._check_open()
             first = self._segments[-1].next_offset
             try:
-                self._write_locked(records, frame_sizes, now, consensus_index)
+                self._write_locked(records, value_bytes, now, consensus_index)
             except LogWriteError:
                 self._drop_suffix_locked(first - 1)
                 raise
@@ -180,14 +244,23 @@ class Log:
     def _write_locked(
         self,
         records: Sequence[RecordLike],
-        frame_sizes: list[int],
+        value_bytes: int,
         now: int,
         consensus_index: int,
     ) -> None:
         active = self._segments[-1]
+        n = len(records)
+        total = value_bytes + n * FRAME_OVERHEAD
+        if n <= active.index.free and active.size + total <= self.config.max_store_bytes:
+            # The usual case: all of it fits the active segment.
+            active.append_batch(records, now, consensus_index, total)
+            if active.is_maxed:
+                self._roll_locked()
+            return
+        frame_sizes = list(map(_FRAME_OVERHEAD_PLUS, map(len, map(_value_of, records))))
         fits = active.room(frame_sizes)
-        if fits < len(records) and not active.is_empty:
-            # Prefer keeping a batch in one segment (one write, atomic on crash).
+        if fits < n and not active.is_empty:
+            # Prefer keeping a batch in one segment (one write up to 1 MiB, atomic on crash).
             active = self._roll_locked()
             fits = active.room(frame_sizes)
         done = 0
@@ -227,7 +300,10 @@ class Log:
             with self._lock:
                 target = self._written_seq
                 active = self._segments[-1]
-            active.sync()
+            started = time.perf_counter()
+            with self.stats.sync_hook():
+                active.sync()
+            self.stats.record_sync(time.perf_counter() - started)
             synced = True
         finally:
             with self._sync_cond:
@@ -276,7 +352,11 @@ class Log:
 
     def read(self, offset: int) -> Record:
         with self._lock:
-            self._check_open()
+            if self._closed:
+                raise LogClosed()
+            active = self._segments[-1]
+            if active.base_offset <= offset < active.next_offset:
+                return active.read(offset)  # the common case, without the bisect
             return self._segment_for(offset).read(offset)
 
     def read_range(
@@ -407,11 +487,11 @@ class Log:
         while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
             self._segments.pop().remove()
             self._bases.pop()
-        seg = self._segments[-1]
-        seg.truncate_after(offset)
-        # Reopen so the segment is writable again with a freshly mapped index.
-        seg.close()
-        self._segments[-1] = Segment(self.directory, seg.base_offset, self.config)
+        # The kept segment stays open and writable: truncate_after cuts store,
+        # index and time index in place. (Reopening it here would have to
+        # re-allocate its index, which fails on a full disk -- the very case in
+        # which append_batch calls this to undo a failed write.)
+        self._segments[-1].truncate_after(offset)
         if self.config.sync_policy is not SyncPolicy.NEVER:
             self._sync_directory()
 
@@ -476,8 +556,9 @@ class Log:
         """Delete everything and start again, empty, at `initial_offset`."""
         with self._lock:
             self._check_open()
-            for seg in self._segments:
-                seg.remove()
+            # Newest first: a crash part-way leaves a prefix of the log, never a suffix.
+            while self._segments:
+                self._segments.pop().remove()
             self._segments = [self._new_segment(self.config.initial_offset)]
             self._bases = [self.config.initial_offset]
 

@@ -16,13 +16,7 @@ import threading
 from crc32c import crc32c
 
 from pyproglog.log.errors import CorruptSegment, LogClosed, write_error_from
-from pyproglog.log.format import (
-    FRAME_PREFIX,
-    STORE_HEADER_SIZE,
-    STORE_MAGIC,
-    FrameError,
-    frame_length,
-)
+from pyproglog.log.format import FRAME_PREFIX, STORE_HEADER_SIZE, STORE_MAGIC
 
 
 class Store:
@@ -77,13 +71,16 @@ class Store:
 
     def read(self, pos: int) -> bytes:
         """The body of the frame at `pos`, checksum verified."""
+        if pos < STORE_HEADER_SIZE:
+            raise CorruptSegment(self.path, pos, "position inside the store header")
         prefix = self.read_at(pos, FRAME_PREFIX.size)
         if len(prefix) < FRAME_PREFIX.size:
             raise CorruptSegment(self.path, pos, "frame prefix past the end of the store")
-        try:
-            length, crc = frame_length(prefix)
-        except FrameError as exc:
-            raise CorruptSegment(self.path, pos, str(exc)) from None
+        # Any body length is valid here (the store frames opaque bodies; `append`
+        # accepts any); a length running past the end is a torn frame.
+        length, crc = FRAME_PREFIX.unpack(prefix)
+        if pos + FRAME_PREFIX.size + length > self.size:
+            raise CorruptSegment(self.path, pos, "torn frame: length runs past the end")
         body = self.read_at(pos + FRAME_PREFIX.size, length)
         if len(body) < length or crc32c(body) != crc:
             raise CorruptSegment(self.path, pos, "torn frame or checksum mismatch")
@@ -110,7 +107,10 @@ class Store:
             # Nothing half-written may stay: cut back to the last whole flush.
             # Shrinking needs no space, so this works on a full disk too.
             view.release()
-            self._buf.clear()
+            # Rebind rather than clear(): a slice of the buffer may still be
+            # referenced from the exception's traceback, and a bytearray with
+            # exported views cannot be resized.
+            self._buf = bytearray()
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._flushed)
             raise write_error_from(exc, f"writing {self.path}") from exc
@@ -118,9 +118,16 @@ class Store:
         self._flushed += written
         self._buf.clear()
 
-    def sync(self) -> None:
-        """Flush, then fdatasync: the durability point for data in this file."""
-        self.flush()
+    def sync(self, flush: bool = True) -> None:
+        """Flush, then fdatasync: the durability point for data in this file.
+
+        `flush=False` syncs only what is already flushed. The buffer belongs to
+        the writer, so a sync from another thread (group commit) must pass it:
+        two concurrent flushes would write the same bytes twice and count them
+        twice in the file size.
+        """
+        if flush:
+            self.flush()
         with self._io_lock:
             if self._closed:
                 return

@@ -87,10 +87,13 @@ class TimeIndex:
         """Drop entries at or past `entry_count` (after a suffix drop)."""
         self.load(entry_count)
         assert self._watermarks is not None
+        # Write out pending entries first, so that the file holds exactly the
+        # in-memory entries: cutting to `keep` entries must never extend the
+        # file past what was written (zero entries would end the valid run).
+        self.flush()
         keep = bisect.bisect_left(self._rels, entry_count)
         del self._watermarks[keep:]
         del self._rels[keep:]
-        self._pending.clear()
         self._file_entries = keep
         os.ftruncate(self._fd, keep * TIME_ENTRY_WIDTH)
 

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 from pyproglog.log import Log, LogClosed, LogInfo, OffsetOutOfRange, Record, RecordLike
 from pyproglog.log import RecordTooLarge as _LogRecordTooLarge
@@ -50,18 +52,51 @@ class ServiceLimits:
     max_group_records: int = 50_000
 
 
+class ServiceObserver(Protocol):
+    """What the service reports for metrics; observability implements it, core imports none."""
+
+    def on_produced(self, records: int, nbytes: int) -> None: ...
+    def on_consumed(self, records: int, nbytes: int) -> None: ...
+    def on_append_batch(self, records: int) -> None: ...
+
+
+class AppendTracer(Protocol):
+    """Tracing of group commits, without core knowing the tracing library.
+
+    `capture()` runs in each producer's context and returns an opaque handle
+    (its current span); `append_scope` wraps the one log append that commits
+    those producers.
+    """
+
+    def capture(self) -> object: ...
+    def append_scope(
+        self, records: int, origins: Sequence[object]
+    ) -> AbstractContextManager[object]: ...
+
+
 @dataclass(slots=True)
 class _PendingProduce:
     records: Sequence[RecordLike]
     future: asyncio.Future[int]
+    nbytes: int = 0
+    origin: object = None  # AppendTracer.capture() of the producer, when tracing
 
 
 class LogService:
     """One node's log as a service. `start()` on the serving loop; `close()` to drain."""
 
-    def __init__(self, log: Log, limits: ServiceLimits | None = None) -> None:
+    def __init__(
+        self,
+        log: Log,
+        limits: ServiceLimits | None = None,
+        *,
+        observer: ServiceObserver | None = None,
+        tracer: AppendTracer | None = None,
+    ) -> None:
         self.log = log
         self.limits = limits or ServiceLimits()
+        self._observer = observer
+        self._tracer = tracer
         self._pending: list[_PendingProduce] = []
         self._pending_wakeup = asyncio.Event()
         self._appended = asyncio.Event()  # replaced after each notification
@@ -98,7 +133,8 @@ class LogService:
 
     # -- produce ----------------------------------------------------------------
 
-    def _validate(self, records: Sequence[RecordLike]) -> None:
+    def _validate(self, records: Sequence[RecordLike]) -> int:
+        """Raise for a batch that must not be written; its value bytes otherwise."""
         if not records:
             raise InvalidRecord("a produce request needs at least one record")
         if len(records) > self.limits.max_batch_records:
@@ -107,23 +143,31 @@ class LogService:
                 f"{self.limits.max_batch_records} records"
             )
         limit = self.limits.max_record_bytes
+        total = 0
         for i, rec in enumerate(records):
-            if len(rec.value) > limit:
+            size = len(rec.value)
+            if size > limit:
                 where = f"record {i}" if len(records) > 1 else "record"
-                raise RecordTooLarge(
-                    f"{where} of {len(rec.value)} bytes exceeds the limit of {limit} bytes"
-                )
+                raise RecordTooLarge(f"{where} of {size} bytes exceeds the limit of {limit} bytes")
+            if rec.timestamp_ms < 0:
+                # 0 means "now"; before the epoch is a client bug that would skew
+                # time lookups and age-based retention.
+                where = f"record {i}" if len(records) > 1 else "record"
+                raise InvalidRecord(f"{where} has a negative timestamp_ms ({rec.timestamp_ms})")
+            total += size
+        return total
 
     async def produce(self, records: Sequence[RecordLike]) -> int:
         """Append records atomically at contiguous offsets; the first offset.
 
         Concurrent calls are coalesced into one log append by the committer.
         """
-        self._validate(records)
+        nbytes = self._validate(records)
         if self._closing.is_set():
             raise ShuttingDown()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_PendingProduce(records, fut))
+        origin = self._tracer.capture() if self._tracer is not None else None
+        self._pending.append(_PendingProduce(records, fut, nbytes, origin))
         self._pending_wakeup.set()
         return await fut
 
@@ -150,11 +194,16 @@ class LogService:
         combined: list[RecordLike] = []
         for item in group:
             combined.extend(item.records)
+        scope: AbstractContextManager[object] = contextlib.nullcontext()
+        if self._tracer is not None:
+            scope = self._tracer.append_scope(len(combined), [item.origin for item in group])
         try:
-            if self._append_off_loop:
-                first = await asyncio.to_thread(self.log.append_batch, combined)
-            else:
-                first = self.log.append_batch(combined)
+            # to_thread copies the context: the fsync span nests under the append span.
+            with scope:
+                if self._append_off_loop:
+                    first = await asyncio.to_thread(self.log.append_batch, combined)
+                else:
+                    first = self.log.append_batch(combined)
         except Exception as exc:  # every waiter gets the same error
             if isinstance(exc, _LogRecordTooLarge):
                 exc = RecordTooLarge(str(exc))
@@ -162,6 +211,10 @@ class LogService:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        if self._observer is not None:
+            # Counted here, once appended: a producer that stops waiting still wrote.
+            self._observer.on_append_batch(len(combined))
+            self._observer.on_produced(len(combined), sum(item.nbytes for item in group))
         offset = first
         for item in group:
             if not item.future.done():
@@ -210,7 +263,15 @@ class LogService:
     # -- reads ------------------------------------------------------------------
 
     def read(self, offset: int) -> Record:
-        return self.log.read(offset)
+        rec = self.log.read(offset)
+        if self._observer is not None:
+            self._observer.on_consumed(1, len(rec.value))
+        return rec
+
+    def _consumed(self, records: list[Record]) -> list[Record]:
+        if self._observer is not None and records:
+            self._observer.on_consumed(len(records), sum([len(r.value) for r in records]))
+        return records
 
     def _clamp(self, max_records: int, max_bytes: int) -> tuple[int, int]:
         lim = self.limits
@@ -234,14 +295,16 @@ class LogService:
             wait = min(max_wait_ms, self.limits.max_wait_ms) / 1000
             if wait <= 0 or not await self.wait_for_offset(offset, wait):
                 return []
-        return self.log.read_range(offset, n, nbytes)
+        return self._consumed(self.log.read_range(offset, n, nbytes))
 
     async def tail(
         self, offset: int, max_records: int = 0, max_bytes: int = 0
     ) -> AsyncIterator[list[Record]]:
         """Batches from `offset` on, forever: waits for new records on a notification.
 
-        Ends (raising ShuttingDown) when the server drains. The caller's send
+        When the server drains, it still delivers what was committed before,
+        then ends (raising ShuttingDown) once the consumer has caught up: a drain
+        lets in-flight reads finish like in-flight writes. The caller's send
         awaits give flow control: nothing is read ahead of a slow consumer.
         """
         n, nbytes = self._clamp(max_records, max_bytes)
@@ -249,17 +312,15 @@ class LogService:
         if offset < lowest:
             raise OffsetOutOfRange(offset, lowest, self.log.next_offset)
         while True:
-            if self._closing.is_set():
-                raise ShuttingDown()
             if self.log.next_offset <= offset:
-                if not await self.wait_for_offset(offset, None):
+                if self._closing.is_set() or not await self.wait_for_offset(offset, None):
                     raise ShuttingDown()
                 continue
             try:
                 batch = self.log.read_range(offset, n, nbytes)
             except LogClosed:
                 raise ShuttingDown() from None
-            yield batch
+            yield self._consumed(batch)
             offset = batch[-1].offset + 1
 
     def info(self) -> LogInfo:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -14,12 +17,14 @@ from grpc_status import rpc_status
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.log import Record
-from pyproglog.server.core import LogService
+from pyproglog.server.core import LogService, ShuttingDown
 from pyproglog.server.status import error_status
 
 _log = logging.getLogger("pyproglog.server")
 
 SERVICE_NAME = "log.v1.Log"
+# Produce requests of one stream in flight at once.
+_STREAM_WINDOW = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +78,79 @@ async def abort_for(
     raise AssertionError("unreachable")
 
 
+class _InFlight:
+    """Counts calls in progress so a drain can wait for them with the port still open."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_Unary = Callable[["LogServicer", _Req, grpc.aio.ServicerContext], Awaitable[_Resp]]
+_Streaming = Callable[["LogServicer", _Req, grpc.aio.ServicerContext], AsyncIterator[_Resp]]
+
+
+def _tracked(method: _Unary[_Req, _Resp]) -> _Unary[_Req, _Resp]:
+    @functools.wraps(method)
+    async def wrapper(self: LogServicer, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
+        self.in_flight.enter()
+        try:
+            return await method(self, request, context)
+        finally:
+            self.in_flight.leave()
+
+    return wrapper
+
+
+def _tracked_stream(method: _Streaming[_Req, _Resp]) -> _Streaming[_Req, _Resp]:
+    @functools.wraps(method)
+    async def wrapper(
+        self: LogServicer, request: _Req, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[_Resp]:
+        self.in_flight.enter()
+        try:
+            async for item in method(self, request, context):
+                yield item
+        finally:
+            self.in_flight.leave()
+
+    return wrapper
+
+
 class LogServicer(log_pb2_grpc.LogServicer):
     def __init__(self, service: LogService, servers: ServerLister) -> None:
         self._service = service
         self._servers = servers
+        self.in_flight = _InFlight()
+        # Answer queues of open ProduceStreams: a drain ends idle ones at once.
+        self._produce_streams: set[asyncio.Queue[asyncio.Future[int] | None]] = set()
 
+    def begin_drain(self) -> None:
+        """End idle ProduceStreams (their next record would be refused anyway)."""
+        for answers in self._produce_streams:
+            with contextlib.suppress(asyncio.QueueFull):
+                answers.put_nowait(None)
+
+    @_tracked
     async def Produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
@@ -87,6 +160,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
             await abort_for(context, exc)
         return log_pb2.ProduceResponse(offset=offset)
 
+    @_tracked
     async def Consume(
         self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ConsumeResponse:
@@ -96,6 +170,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
             await abort_for(context, exc)
         return log_pb2.ConsumeResponse(record=to_pb(rec))
 
+    @_tracked_stream
     async def ConsumeStream(
         self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[log_pb2.ConsumeResponse]:
@@ -106,18 +181,46 @@ class LogServicer(log_pb2_grpc.LogServicer):
         except Exception as exc:
             await abort_for(context, exc)
 
+    @_tracked_stream
     async def ProduceStream(
         self,
         request_iterator: AsyncIterator[log_pb2.ProduceRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[log_pb2.ProduceResponse]:
+        # Requests are submitted as they arrive, without waiting for the previous
+        # answer, so a pipelining client's records share group commits. The
+        # bounded queue is the flow control: a client that does not read its
+        # answers stops being read from.
+        answers: asyncio.Queue[asyncio.Future[int] | None] = asyncio.Queue(_STREAM_WINDOW)
+
+        async def submit() -> None:
+            try:
+                async for request in request_iterator:
+                    await answers.put(
+                        asyncio.ensure_future(self._service.produce([request.record]))
+                    )
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(submit())
+        self._produce_streams.add(answers)
         try:
-            async for request in request_iterator:
-                offset = await self._service.produce([request.record])
-                yield log_pb2.ProduceResponse(offset=offset)
+            while (answer := await answers.get()) is not None:
+                yield log_pb2.ProduceResponse(offset=await answer)
+            if self._service.closing:
+                raise ShuttingDown()
+            await reader  # surfaces an error of the request stream itself
         except Exception as exc:
             await abort_for(context, exc)
+        finally:
+            self._produce_streams.discard(answers)
+            reader.cancel()
+            while not answers.empty():
+                pending = answers.get_nowait()
+                if pending is not None and not pending.done():
+                    pending.cancel()
 
+    @_tracked
     async def GetServers(
         self, request: log_pb2.GetServersRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetServersResponse:
@@ -128,6 +231,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
             ]
         )
 
+    @_tracked
     async def ProduceBatch(
         self, request: log_pb2.ProduceBatchRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceBatchResponse:
@@ -138,6 +242,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
         n = len(request.records)
         return log_pb2.ProduceBatchResponse(base_offset=first, last_offset=first + n - 1, count=n)
 
+    @_tracked
     async def Fetch(
         self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.FetchResponse:
@@ -154,6 +259,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
         _fill(records, resp.records)
         return resp
 
+    @_tracked_stream
     async def ConsumeBatchStream(
         self, request: log_pb2.ConsumeBatchStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[log_pb2.FetchResponse]:
@@ -170,6 +276,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
         except Exception as exc:
             await abort_for(context, exc)
 
+    @_tracked
     async def GetLogInfo(
         self, request: log_pb2.GetLogInfoRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetLogInfoResponse:
@@ -187,6 +294,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
             commit_offset=max(info.highest_offset, 0),
         )
 
+    @_tracked
     async def GetOffsetForTimestamp(
         self, request: log_pb2.GetOffsetForTimestampRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetOffsetForTimestampResponse:

@@ -1,0 +1,72 @@
+"""`proglog certs`: development certificates, the files of the book's cfssl set-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pyproglog.auth.errors import SecurityError
+from pyproglog.cli.app import fail
+
+# pyproglog.auth.certs (cryptography, casbin) is imported by the commands only:
+# every `proglog` invocation loads this module.
+
+certs = typer.Typer(
+    name="certs",
+    help="Make development certificates: a CA, a server and client certificates.",
+    no_args_is_help=True,
+)
+
+Opt = typer.Option
+
+
+def _report(paths: list[Path]) -> None:
+    for path in paths:
+        typer.echo(f"wrote {path}")
+
+
+@certs.command("init")
+def init(
+    out: Annotated[Path, Opt(help="Directory to write the files to")],
+    hosts: Annotated[
+        list[str] | None,
+        Opt(help="More names or IPs server.pem is valid for (repeat, or comma-separate)"),
+    ] = None,
+    more_hosts: Annotated[
+        list[str] | None,
+        # So that `--hosts a b` (the documented form) means two hosts.
+        typer.Argument(metavar="HOSTS", help="More names or IPs, like --hosts"),
+    ] = None,
+    days: Annotated[int | None, Opt(help="Validity of every certificate [365]")] = None,
+    force: Annotated[bool, Opt(help="Replace an existing CA in the directory")] = False,
+) -> None:
+    """A CA, server.pem (localhost, 127.0.0.1, --hosts) and the root and nobody clients.
+
+    Also writes the example ACL, model.conf and policy.csv (root may produce and
+    consume, nobody nothing), unless they exist.
+    """
+    from pyproglog.auth.certs import DEFAULT_DAYS, init_dir
+
+    given = [*(hosts or []), *(more_hosts or [])]
+    names = [h.strip() for arg in given for h in arg.split(",") if h.strip()]
+    try:
+        _report(init_dir(out, names, days=DEFAULT_DAYS if days is None else days, force=force))
+    except SecurityError as exc:
+        raise fail(str(exc)) from None
+
+
+@certs.command("client")
+def client(
+    name: Annotated[str, typer.Argument(help="The subject: the certificate's common name")],
+    out: Annotated[Path, Opt(help="Directory with the CA (ca.pem, ca-key.pem)")],
+    days: Annotated[int | None, Opt(help="Validity of the certificate [365]")] = None,
+) -> None:
+    """A client certificate NAME-client.pem (and its key) signed by the CA in --out."""
+    from pyproglog.auth.certs import DEFAULT_DAYS, add_client
+
+    try:
+        _report(add_client(out, name, days=DEFAULT_DAYS if days is None else days))
+    except SecurityError as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,366 @@
+"""Client commands of `proglog`: produce, consume, servers, info.
+
+Human output on a terminal, stable line formats in pipes, JSON with --json.
+Every failure is one `proglog: ...` line on stderr and exit code 1 (2 for
+usage errors).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import select
+import sys
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from pyproglog.cli.app import Opt, app, fail
+
+if TYPE_CHECKING:
+    from pyproglog.client import Client, LogInfo, Record
+
+DEFAULT_ADDR = "127.0.0.1:8400"
+# Large enough for throughput, small enough to stay far below the server's
+# message size limit (32 MiB) whatever the line lengths.
+_BATCH_MAX_BYTES = 4 * 1024 * 1024
+_FETCH_RECORDS = 1000
+
+Addr = Annotated[
+    str,
+    Opt("--addr", envvar="PROGLOG_ADDR", help="Server gRPC address HOST:PORT", show_default=True),
+]
+TlsCa = Annotated[
+    Path | None,
+    Opt("--tls-ca", envvar="PROGLOG_TLS_CA", help="CA that signed the server certificate"),
+]
+TlsCert = Annotated[
+    Path | None,
+    Opt("--tls-cert", envvar="PROGLOG_TLS_CERT", help="Client certificate (mutual TLS)"),
+]
+TlsKey = Annotated[
+    Path | None, Opt("--tls-key", envvar="PROGLOG_TLS_KEY", help="Client certificate's key")
+]
+Timeout = Annotated[
+    float,
+    Opt(
+        "--timeout",
+        envvar="PROGLOG_TIMEOUT",
+        min=0.001,
+        help="Seconds to wait for the server",
+    ),
+]
+Json = Annotated[bool, Opt("--json", help="One JSON object per line")]
+
+
+@contextlib.contextmanager
+def _session(
+    addr: str, ca: Path | None, cert: Path | None, key: Path | None, timeout: float
+) -> Iterator[Client]:
+    """A client for the command, turning every failure into one stderr line."""
+    if "://" not in addr and not addr.startswith("unix:"):
+        host, sep, port = addr.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise fail(f"--addr must be HOST:PORT, got {addr!r}", 2)
+    # grpc's C core logs TLS handshake failures on stderr at INFO level unless
+    # told otherwise before grpc is first imported, which is why grpc and the
+    # client are imported here and not at the top (`serve` keeps its default).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    import grpc
+
+    from pyproglog.client import Client, ClientError, ClientTLS, Unreachable
+
+    tls = None
+    try:
+        if ca is not None or cert is not None or key is not None:
+            tls = ClientTLS(ca_file=ca, cert_file=cert, key_file=key)
+        with Client(addr, tls=tls, timeout=timeout) as client:
+            yield client
+    except Unreachable as exc:
+        raise fail(str(exc) + _tls_hint(exc.reason, tls is not None, cert is not None)) from None
+    except ClientError as exc:
+        raise fail(str(exc)) from None
+    except grpc.RpcError as exc:  # the client translates these; a last line of defence
+        raise fail(f"{exc.code().name}: {exc.details()}") from None
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as a killed-by-SIGPIPE
+        # tool would, and keep the interpreter's final flush from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(141) from None
+
+
+def _tls_hint(reason: str, tls: bool, client_cert: bool) -> str:
+    # The server hanging up during the handshake is all grpc reports when the
+    # two sides disagree about TLS.
+    if reason != "Socket closed":
+        return ""
+    if not tls:
+        return " (if the server uses TLS, pass --tls-ca)"
+    if not client_cert:
+        return " (if the server requires client certificates, pass --tls-cert and --tls-key)"
+    return ""
+
+
+def _emit(line: str) -> None:
+    # Flushed per line so a pipe reader (or a test) sees each record as it comes.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+# -- produce ------------------------------------------------------------------------
+
+
+def _stdin_batches(batch_size: int) -> Iterator[list[bytes]]:
+    """Lines of stdin (as bytes, without the newline) in batches.
+
+    A batch is sent when full or when no more input is ready, so interactive
+    input and `tail -f | proglog produce` are sent line by line instead of
+    waiting for a full batch.
+    """
+    fd = sys.stdin.fileno()
+    pending = b""
+    batch: list[bytes] = []
+    size = 0
+    eof = False
+    while not eof:
+        chunk = os.read(fd, 1 << 16)
+        if chunk:
+            *lines, pending = (pending + chunk).split(b"\n")
+        else:
+            eof = True
+            lines = [pending] if pending else []
+        for line in lines:
+            batch.append(line)
+            size += len(line)
+            if len(batch) >= batch_size or size >= _BATCH_MAX_BYTES:
+                yield batch
+                batch, size = [], 0
+        if batch and (eof or not _input_ready(fd)):
+            yield batch
+            batch, size = [], 0
+
+
+def _input_ready(fd: int) -> bool:
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):  # not selectable: assume more is coming
+        return True
+    return bool(readable)
+
+
+def _arg_batches(values: list[str], batch_size: int) -> Iterator[list[bytes]]:
+    # fsencode gives back the exact bytes of arguments that are not valid UTF-8.
+    data = [os.fsencode(v) for v in values]
+    for i in range(0, len(data), batch_size):
+        yield data[i : i + batch_size]
+
+
+@app.command()
+def produce(
+    values: Annotated[
+        list[str] | None,
+        typer.Argument(help="Record values; none or '-' reads stdin, one record per line"),
+    ] = None,
+    addr: Addr = DEFAULT_ADDR,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 5.0,
+    json_out: Json = False,
+    batch_size: Annotated[
+        int, Opt("--batch-size", min=1, help="Records per produce request")
+    ] = 1000,
+) -> None:
+    """Append records; prints their offsets."""
+    from_stdin = not values or values == ["-"]
+    if from_stdin and sys.stdin.isatty():
+        typer.echo("proglog: reading records from stdin, one per line (Ctrl-D ends)", err=True)
+    batches = _stdin_batches(batch_size) if from_stdin else _arg_batches(values or [], batch_size)
+    with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
+        for batch in batches:
+            first = client.produce_batch(batch)
+            _report_offsets(first, len(batch), json_out)
+
+
+def _report_offsets(first: int, count: int, json_out: bool) -> None:
+    if json_out:
+        for offset in range(first, first + count):
+            _emit(json.dumps({"offset": offset}))
+    elif _on_terminal():
+        if count == 1:
+            _emit(f"offset {first}")
+        else:
+            _emit(f"offsets {first}-{first + count - 1} ({count} records)")
+    else:
+        for offset in range(first, first + count):
+            _emit(str(offset))
+
+
+# -- consume ------------------------------------------------------------------------
+
+
+def _record_json(rec: Record) -> str:
+    try:
+        text: str | None = rec.value.decode()
+    except UnicodeDecodeError:
+        text = None
+    return json.dumps(
+        {
+            "offset": rec.offset,
+            "timestamp_ms": rec.timestamp_ms,
+            "value": text,
+            "value_base64": base64.b64encode(rec.value).decode("ascii"),
+        },
+        ensure_ascii=False,
+    )
+
+
+_ESCAPES = str.maketrans(
+    {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+)
+
+
+def _record_line(rec: Record) -> str:
+    # One line per record whatever the value: control characters and invalid
+    # UTF-8 are escaped. --json is the exact form.
+    text = rec.value.decode("utf-8", "backslashreplace").translate(_ESCAPES)
+    return f"{rec.offset}\t{text}"
+
+
+def _records(client: Client, offset: int, follow: bool) -> Generator[Record, None, None]:
+    if follow:
+        yield from client.tail(offset)
+        return
+    # Up to the end of the log as it is now, then stop.
+    while True:
+        res = client.fetch(offset, max_records=_FETCH_RECORDS)
+        yield from res.records
+        if not res.records or res.next_offset >= res.high_watermark:
+            return
+        offset = res.next_offset
+
+
+@app.command()
+def consume(
+    offset: Annotated[int, Opt("--offset", min=0, help="First offset to read")] = 0,
+    follow: Annotated[
+        bool, Opt("--follow", "-f", help="Keep waiting for new records (Ctrl-C stops)")
+    ] = False,
+    max_records: Annotated[
+        int | None, Opt("--max", min=1, help="Stop after this many records")
+    ] = None,
+    addr: Addr = DEFAULT_ADDR,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 5.0,
+    json_out: Json = False,
+) -> None:
+    """Print records from an offset to the end of the log, or on with --follow.
+
+    Human output is "OFFSET<TAB>VALUE" with newlines, tabs and invalid UTF-8
+    escaped; --json gives offset, timestamp_ms, value (null when not UTF-8)
+    and value_base64. With --follow, --timeout bounds only the wait for a
+    connection.
+    """
+    line = _record_json if json_out else _record_line
+    try:
+        with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
+            records = _records(client, offset, follow)
+            try:
+                for count, rec in enumerate(records, 1):
+                    _emit(line(rec))
+                    if max_records is not None and count >= max_records:
+                        break
+            finally:
+                records.close()  # cancels a tail stream before the channel closes
+    except KeyboardInterrupt:
+        # Ctrl-C is how --follow is meant to end.
+        raise typer.Exit(0) from None
+
+
+# -- servers, info ------------------------------------------------------------------
+
+
+@app.command()
+def servers(
+    addr: Addr = DEFAULT_ADDR,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 5.0,
+    json_out: Annotated[bool, Opt("--json", help="As a JSON object")] = False,
+) -> None:
+    """List the cluster's servers (GetServers)."""
+    with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
+        found = client.get_servers()
+        if json_out:
+            data = [{"id": s.id, "rpc_addr": s.rpc_addr, "is_leader": s.is_leader} for s in found]
+            _emit(json.dumps({"servers": data}))
+        elif _on_terminal():
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table("ID", "RPC ADDRESS", "ROLE")
+            for s in found:
+                table.add_row(s.id, s.rpc_addr, "[bold]leader[/]" if s.is_leader else "follower")
+            Console().print(table)
+        else:
+            for s in found:
+                _emit(f"{s.id}\t{s.rpc_addr}\t{'leader' if s.is_leader else 'follower'}")
+
+
+def _info_fields(info: LogInfo) -> dict[str, Any]:
+    return {
+        "lowest_offset": info.lowest_offset,
+        "highest_offset": info.highest_offset,
+        "next_offset": info.next_offset,
+        "empty": info.empty,
+        "commit_offset": info.commit_offset,
+        "segment_count": info.segment_count,
+        "size_bytes": info.size_bytes,
+    }
+
+
+def _plain(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@app.command()
+def info(
+    addr: Addr = DEFAULT_ADDR,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 5.0,
+    json_out: Annotated[bool, Opt("--json", help="As a JSON object")] = False,
+) -> None:
+    """Show the log's offsets, segments and size (highest is null when empty)."""
+    with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
+        fields = _info_fields(client.info())
+        if json_out:
+            _emit(json.dumps(fields))
+        elif _on_terminal():
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(show_header=False, box=None)
+            for key, value in fields.items():
+                table.add_row(key.replace("_", " "), _plain(value))
+            Console().print(table)
+        else:
+            for key, value in fields.items():
+                _emit(f"{key}\t{_plain(value)}")

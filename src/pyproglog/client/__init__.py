@@ -1,0 +1,55 @@
+"""A typed, synchronous client for one Proglog server.
+
+from pyproglog.client import Client
+
+with Client("127.0.0.1:8400") as log:
+    offset = log.produce(b"hello")
+    print(log.consume(offset).value)
+"""
+
+from pyproglog.client._client import DEFAULT_TIMEOUT, Client, RecordInput, Value
+from pyproglog.client._errors import (
+    Cancelled,
+    ClientClosed,
+    ClientError,
+    DataLoss,
+    DeadlineExceeded,
+    InvalidArgument,
+    OffsetOutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    ServerError,
+    TLSConfigError,
+    Unauthenticated,
+    Unavailable,
+    Unreachable,
+)
+from pyproglog.client._tls import ClientTLS
+from pyproglog.client._types import FetchResult, LogInfo, Record, Server, TimestampOffset
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Cancelled",
+    "Client",
+    "ClientClosed",
+    "ClientError",
+    "ClientTLS",
+    "DataLoss",
+    "DeadlineExceeded",
+    "FetchResult",
+    "InvalidArgument",
+    "LogInfo",
+    "OffsetOutOfRange",
+    "PermissionDenied",
+    "Record",
+    "RecordInput",
+    "ResourceExhausted",
+    "Server",
+    "ServerError",
+    "TLSConfigError",
+    "TimestampOffset",
+    "Unauthenticated",
+    "Unavailable",
+    "Unreachable",
+    "Value",
+]

@@ -1,0 +1,203 @@
+"""Typed client errors, translated from `grpc.RpcError` by status code."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import any_pb2, symbol_database
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_OFFSET_IN_MESSAGE = re.compile(r"offset out of range: (\d+)")
+
+
+class ClientError(Exception):
+    """Every error the client raises. `str()` is the server's message."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        details: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        # google.rpc detail messages (LocalizedMessage, ErrorInfo, ...), unpacked
+        # when their type is known, else left as Any.
+        self.details: tuple[Message, ...] = tuple(details)
+
+
+class TLSConfigError(ClientError):
+    """The TLS settings cannot work (missing file, key without certificate)."""
+
+
+class ClientClosed(ClientError):
+    """A call on a client after `close()`."""
+
+    def __init__(self) -> None:
+        super().__init__("client is closed")
+
+
+class Unavailable(ClientError):
+    """The server cannot serve the call now; another node, or later, may."""
+
+    @property
+    def leader_addr(self) -> str | None:
+        """The leader's RPC address when the server named one (ErrorInfo metadata)."""
+        for d in self.details:
+            if isinstance(d, error_details_pb2.ErrorInfo):
+                addr = d.metadata.get("leader_addr")
+                if addr:
+                    return str(addr)
+        return None
+
+
+class Unreachable(Unavailable):
+    """No connection to the server: refused, unresolvable, TLS handshake, or no answer."""
+
+    def __init__(self, addr: str, reason: str, *, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(f"cannot reach {addr}: {reason}", code=code)
+        self.addr = addr
+        self.reason = reason
+
+
+class OffsetOutOfRange(ClientError):
+    """The offset is past the end of the log or below its lowest retained offset."""
+
+    def __init__(
+        self,
+        message: str,
+        offset: int | None,
+        *,
+        code: grpc.StatusCode | None = None,
+        details: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message, code=code, details=details)
+        self.offset = offset
+
+
+class InvalidArgument(ClientError):
+    """Malformed or oversized input; nothing was written."""
+
+
+class PermissionDenied(ClientError):
+    pass
+
+
+class Unauthenticated(ClientError):
+    pass
+
+
+class DeadlineExceeded(ClientError):
+    pass
+
+
+class ResourceExhausted(ClientError):
+    pass
+
+
+class DataLoss(ClientError):
+    pass
+
+
+class Cancelled(ClientError):
+    pass
+
+
+class ServerError(ClientError):
+    """Any other status: INTERNAL, UNKNOWN, UNIMPLEMENTED, ..."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ClientError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.DATA_LOSS: DataLoss,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+}
+
+
+def _status_details(exc: grpc.RpcError) -> list[Message] | None:
+    """The rich status details the server attached; None when there were none.
+
+    Every error our server raises deliberately carries details, so their absence
+    on UNAVAILABLE means the status came from the transport, not the service.
+    """
+    trailers = getattr(exc, "trailing_metadata", None)
+    metadata = trailers() if callable(trailers) else None
+    for key, value in metadata or ():
+        if key == _STATUS_DETAILS_KEY:
+            try:
+                status = status_pb2.Status.FromString(value)
+            except Exception:  # a garbled detail must not hide the error itself
+                return None
+            return [_unpack(d) for d in status.details]
+    return None
+
+
+def _unpack(detail: any_pb2.Any) -> Message:
+    name = detail.TypeName()
+    try:
+        cls = symbol_database.Default().GetSymbol(name)
+    except KeyError:
+        return detail
+    msg: Message = cls()
+    return msg if detail.Unpack(msg) else detail
+
+
+def _transport_reason(details: str) -> str:
+    # grpc core says "failed to connect to all addresses; last error: UNKNOWN:
+    # ipv4:127.0.0.1:8400: Failed to connect to remote host: Connection refused";
+    # the part after the address is what a person needs.
+    reason = details.rsplit("last error: ", 1)[-1]
+    reason = re.sub(r"^[A-Z_]+: ", "", reason)
+    reason = re.sub(r"^(ipv4|ipv6|unix):\S+: ", "", reason)
+    # TLS failures end in the status of a nested call: ": OK".
+    reason = reason.removesuffix(": OK")
+    return reason or "connection failed"
+
+
+def from_rpc_error(
+    exc: grpc.RpcError,
+    *,
+    addr: str,
+    connected: bool,
+    timeout: float | None = None,
+    offset: int | None = None,
+) -> ClientError:
+    """The ClientError for a failed call.
+
+    `connected` says whether the server ever answered this client: a deadline
+    that passes before it did means the server is unreachable, not slow.
+    `offset` is the offset the call asked for, for OffsetOutOfRange.
+    """
+    code_fn = getattr(exc, "code", None)
+    code: grpc.StatusCode = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
+    details_fn = getattr(exc, "details", None)
+    text = (details_fn() if callable(details_fn) else None) or code.name.lower().replace("_", " ")
+    rich = _status_details(exc)
+
+    if code is grpc.StatusCode.UNAVAILABLE and rich is None:
+        return Unreachable(addr, _transport_reason(text), code=code)
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        within = f" within {timeout:g}s" if timeout is not None else ""
+        if not connected:
+            return Unreachable(addr, f"no answer{within}", code=code)
+        return DeadlineExceeded(f"no answer from {addr}{within}", code=code)
+    if code is grpc.StatusCode.OUT_OF_RANGE:
+        m = _OFFSET_IN_MESSAGE.search(text)
+        return OffsetOutOfRange(
+            text, int(m.group(1)) if m else offset, code=code, details=rich or ()
+        )
+    cls = _BY_CODE.get(code, ServerError)
+    if cls is ServerError:
+        text = f"{code.name}: {text}"
+    return cls(text, code=code, details=rich or ())

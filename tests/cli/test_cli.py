@@ -1,0 +1,321 @@
+"""`proglog` client commands, run as subprocesses against a `proglog serve` subprocess.
+
+What is checked is what a user or a script sees: stdout lines, one-line
+errors on stderr, exit codes, and no tracebacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.harness import ServerProcess
+
+STEP = 20.0  # bound for anything that should happen "at once" (generous: 2 cores)
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    # A developer's PROGLOG_ADDR etc. must not leak into the tests.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROGLOG_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def proglog(
+    *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    binary = isinstance(input, bytes)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyproglog", *args],
+        input=input,
+        capture_output=True,
+        text=not binary,
+        env=_env(env),
+        timeout=STEP * 2,
+    )
+    if binary:
+        return subprocess.CompletedProcess(
+            proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+        )
+    return proc
+
+
+def popen(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyproglog", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    assert proc.returncode == code, proc
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("proglog: ")
+    return lines[0]
+
+
+def lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+class LineReader:
+    """Lines of a pipe, read in a thread so a test can wait with a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next(self, timeout: float = STEP) -> str | None:
+        return self._lines.get(timeout=timeout)
+
+
+@pytest.fixture
+def addr(server_process: ServerProcess) -> str:
+    return server_process.rpc_addr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def silent_addr() -> Iterator[str]:
+    """Accepts TCP connections but never speaks gRPC: a server that hangs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+# -- produce / consume ----------------------------------------------------------------
+
+
+def test_produce_args_then_consume(addr: str) -> None:
+    assert lines(proglog("produce", "hello", "wörld", "--addr", addr)) == ["0", "1"]
+    assert lines(proglog("consume", "--addr", addr)) == ["0\thello", "1\twörld"]
+    # --addr can come from the environment.
+    assert lines(proglog("produce", "x", env={"PROGLOG_ADDR": addr})) == ["2"]
+
+
+def test_produce_stdin_lines(addr: str) -> None:
+    out = lines(proglog("produce", "--addr", addr, "--json", input="a\nb\n\nc"))
+    assert [json.loads(line) for line in out] == [{"offset": i} for i in range(4)]
+    # '-' reads stdin as well; batches are split at --batch-size.
+    out = lines(proglog("produce", "-", "--addr", addr, "--batch-size", "2", input="d\ne\nf\n"))
+    assert out == ["4", "5", "6"]
+    values = [line.split("\t", 1)[1] for line in lines(proglog("consume", "--addr", addr))]
+    assert values == ["a", "b", "", "c", "d", "e", "f"]
+
+
+def test_consume_from_an_offset_as_json(addr: str) -> None:
+    before = int(time.time() * 1000)
+    proglog("produce", "zero", "one", "two", "--addr", addr)
+    out = lines(proglog("consume", "--offset", "1", "--json", "--addr", addr))
+    records = [json.loads(line) for line in out]
+    assert [r["offset"] for r in records] == [1, 2]
+    assert [r["value"] for r in records] == ["one", "two"]
+    assert [base64.b64decode(r["value_base64"]) for r in records] == [b"one", b"two"]
+    assert all(r["timestamp_ms"] >= before - 1000 for r in records)
+
+
+def test_consume_max_and_end(addr: str) -> None:
+    proglog("produce", *"abcde", "--addr", addr)
+    assert lines(proglog("consume", "--offset", "1", "--max", "2", "--addr", addr)) == [
+        "1\tb",
+        "2\tc",
+    ]
+    # The end of the log is a valid place to start: nothing to print.
+    assert lines(proglog("consume", "--offset", "5", "--addr", addr)) == []
+
+
+def test_binary_values_survive_stdin_and_json(addr: str) -> None:
+    proc = proglog("produce", "--addr", addr, input=b"\xff\x00bin\ntext\n")
+    assert lines(proc) == ["0", "1"]
+    records = [json.loads(x) for x in lines(proglog("consume", "--json", "--addr", addr))]
+    assert records[0]["value"] is None
+    assert base64.b64decode(records[0]["value_base64"]) == b"\xff\x00bin"
+    assert records[1]["value"] == "text"
+    # Human output stays one line per record, escaping what is not text.
+    assert lines(proglog("consume", "--addr", addr)) == ["0\t\\xff\\x00bin", "1\ttext"]
+
+
+def test_consume_follow_picks_up_new_records(addr: str) -> None:
+    proglog("produce", "before", "--addr", addr)
+    follower = popen("consume", "--follow", "--json", "--addr", addr)
+    try:
+        assert follower.stdout is not None
+        out = LineReader(follower.stdout)
+        first = out.next()
+        assert first is not None and json.loads(first)["value"] == "before"
+        assert lines(proglog("produce", "after", "--addr", addr)) == ["1"]
+        second = out.next()
+        assert second is not None
+        assert (json.loads(second)["offset"], json.loads(second)["value"]) == (1, "after")
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(STEP) == 0
+        assert follower.stderr is not None and follower.stderr.read() == ""
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
+def test_consume_follow_with_max_exits_by_itself(addr: str) -> None:
+    follower = popen("consume", "-f", "--max", "2", "--addr", addr)
+    try:
+        proglog("produce", "a", "b", "c", "--addr", addr)
+        out, err = follower.communicate(timeout=STEP)
+        assert follower.returncode == 0, err
+        assert out.splitlines() == ["0\ta", "1\tb"]
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
+def test_consume_into_a_closed_pipe_stops_quietly(addr: str) -> None:
+    proglog("produce", "--addr", addr, input="".join(f"{'x' * 100} {i}\n" for i in range(3000)))
+    reader = popen("consume", "--addr", addr)
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.readline()
+    reader.stdout.close()  # like `| head -1`
+    assert reader.wait(STEP) != 0
+    assert reader.stderr.read() == ""
+
+
+# -- servers / info -------------------------------------------------------------------
+
+
+def test_servers(addr: str) -> None:
+    data: dict[str, Any] = json.loads(proglog("servers", "--json", "--addr", addr).stdout)
+    assert len(data["servers"]) == 1
+    server = data["servers"][0]
+    assert server["rpc_addr"] == addr
+    assert server["is_leader"] is True
+    assert server["id"]
+    (line,) = lines(proglog("servers", "--addr", addr))
+    assert line.split("\t") == [server["id"], addr, "leader"]
+
+
+def test_info(addr: str) -> None:
+    empty = json.loads(proglog("info", "--json", "--addr", addr).stdout)
+    assert empty["empty"] is True
+    assert empty["highest_offset"] is None
+    proglog("produce", "a", "b", "c", "--addr", addr)
+    info = json.loads(proglog("info", "--json", "--addr", addr).stdout)
+    assert info["empty"] is False
+    assert (info["lowest_offset"], info["highest_offset"], info["next_offset"]) == (0, 2, 3)
+    assert info["segment_count"] >= 1
+    assert info["size_bytes"] > 0
+    human = dict(line.split("\t") for line in lines(proglog("info", "--addr", addr)))
+    assert human["next_offset"] == "3"
+    assert human["empty"] == "false"
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [["produce", "x"], ["consume"], ["consume", "--follow"], ["servers"], ["info"]]
+)
+def test_refused_connection_is_one_line(command: list[str]) -> None:
+    target = f"127.0.0.1:{free_port()}"
+    line = assert_one_line_error(proglog(*command, "--addr", target))
+    assert line.startswith(f"proglog: cannot reach {target}: ")
+
+
+@pytest.mark.parametrize("command", [["info"], ["consume", "--follow"]])
+def test_hanging_server_times_out(silent_addr: str, command: list[str]) -> None:
+    start = time.monotonic()
+    proc = proglog(*command, "--addr", silent_addr, "--timeout", "0.5")
+    line = assert_one_line_error(proc)
+    assert line == f"proglog: cannot reach {silent_addr}: no answer within 0.5s"
+    assert time.monotonic() - start < STEP
+
+
+def test_consume_out_of_range(addr: str) -> None:
+    proglog("produce", "a", "--addr", addr)
+    line = assert_one_line_error(proglog("consume", "--offset", "5", "--addr", addr))
+    assert line == "proglog: offset out of range: 5"
+
+
+def test_bad_flags_are_usage_errors() -> None:
+    for args in (["consume", "--offset", "-1"], ["consume", "--bogus"], ["produce", "--json=x"]):
+        proc = proglog(*args)
+        assert proc.returncode == 2, proc
+        assert "Traceback" not in proc.stderr
+
+
+def test_bad_addr_is_one_line() -> None:
+    line = assert_one_line_error(proglog("info", "--addr", "nohostport"), code=2)
+    assert "HOST:PORT" in line
+
+
+def test_missing_tls_file_is_one_line(tmp_path: Path) -> None:
+    line = assert_one_line_error(proglog("info", "--tls-ca", str(tmp_path / "ca.pem")))
+    assert "ca.pem" in line
+
+
+def self_signed_pem(path: Path) -> Path:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_tls_to_a_plaintext_server_is_one_line(addr: str, tmp_path: Path) -> None:
+    # grpc's C core would also log the failed handshake on stderr.
+    ca = self_signed_pem(tmp_path / "ca.pem")
+    line = assert_one_line_error(proglog("info", "--addr", addr, "--tls-ca", str(ca)))
+    assert line.startswith(f"proglog: cannot reach {addr}: ")
+    assert "handshake" in line.lower()
+
+
+def test_serve_with_invalid_config_is_one_line(tmp_path: Path) -> None:
+    proc = proglog("serve", "--data-dir", str(tmp_path / "d"), "--segment-max-index-bytes", "13")
+    line = assert_one_line_error(proc, code=2)
+    assert "12" in line  # says what would be valid

@@ -1,0 +1,310 @@
+"""Torn tails, flipped bytes and crash-left indexes: detected, cut or refused, never served."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pyproglog.log import CorruptSegment, Log, LogConfig, OffsetOutOfRange
+from pyproglog.log.format import (
+    FRAME_OVERHEAD,
+    FRAME_PREFIX_SIZE,
+    INDEX_ENTRY_WIDTH,
+    STORE_HEADER_SIZE,
+)
+
+N = 6
+# Everything in one segment unless a test asks for more.
+ONE_SEGMENT = LogConfig(
+    max_index_bytes=INDEX_ENTRY_WIDTH * 64, max_store_bytes=1 << 20, max_record_bytes=4096
+)
+# Four records per segment.
+SMALL = LogConfig(
+    max_index_bytes=INDEX_ENTRY_WIDTH * 4, max_store_bytes=1 << 20, max_record_bytes=4096
+)
+
+
+def value(i: int) -> bytes:
+    return f"value-{i}-".encode() + bytes([65 + i % 26]) * (10 + 3 * i)
+
+
+def store_path(directory: Path, base: int = 0) -> Path:
+    return directory / f"{base:020d}.store"
+
+
+def index_path(directory: Path, base: int = 0) -> Path:
+    return directory / f"{base:020d}.index"
+
+
+def frames(path: Path) -> list[tuple[int, int]]:
+    """(position, total frame size) of every frame in a store file."""
+    data = path.read_bytes()
+    out = []
+    pos = STORE_HEADER_SIZE
+    while pos + FRAME_PREFIX_SIZE <= len(data):
+        (length,) = struct.unpack_from("<I", data, pos)
+        out.append((pos, FRAME_PREFIX_SIZE + length))
+        pos += FRAME_PREFIX_SIZE + length
+    return out
+
+
+def make_log(directory: Path, n: int = N, cfg: LogConfig = ONE_SEGMENT) -> None:
+    with Log(directory, cfg) as log:
+        for i in range(n):
+            assert log.append(value(i)) == i
+
+
+def crash_copy(log: Log, dest: Path) -> Path:
+    """The directory as a kill -9 would leave it: copied while the log is open."""
+    log.flush()
+    shutil.copytree(log.directory, dest)
+    return dest
+
+
+def flip(path: Path, at: int, mask: int = 0xFF) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= mask
+    path.write_bytes(bytes(data))
+
+
+def assert_prefix(log: Log, n: int) -> None:
+    """The log holds exactly value(0..n-1) and nothing else."""
+    assert log.lowest_offset == 0
+    assert log.next_offset == n
+    assert [(r.offset, r.value) for r in log.iter_records()] == [(i, value(i)) for i in range(n)]
+    with pytest.raises(OffsetOutOfRange):
+        log.read(n)
+
+
+def assert_cut_and_writable(directory: Path, n: int, cfg: LogConfig = ONE_SEGMENT) -> None:
+    with Log(directory, cfg) as log:
+        assert_prefix(log, n)
+        assert log.append(value(n)) == n
+    with Log(directory, cfg) as log:
+        assert_prefix(log, n + 1)
+
+
+# -- torn or corrupted tail ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where",
+    [0, 1, 3, 4, 7, 8, 15, 16, 24, 32, 40, FRAME_OVERHEAD, -1],
+    ids=lambda w: f"byte{w}",
+)
+def test_flipped_byte_in_last_frame_is_cut(tmp_path, where):
+    make_log(tmp_path)
+    last_pos, last_size = frames(store_path(tmp_path))[-1]
+    flip(store_path(tmp_path), last_pos + (where % last_size))
+    assert_cut_and_writable(tmp_path, N - 1)
+    assert os.path.getsize(store_path(tmp_path)) == last_pos + FRAME_OVERHEAD + len(value(N - 1))
+
+
+def test_store_cut_anywhere_in_the_last_frame_loses_only_that_frame(tmp_path):
+    pristine = tmp_path / "pristine"
+    make_log(pristine)
+    last_pos, last_size = frames(store_path(pristine))[-1]
+    for cut in range(last_pos + 1, last_pos + last_size):
+        work = tmp_path / f"cut{cut}"
+        shutil.copytree(pristine, work)
+        os.truncate(store_path(work), cut)
+        assert_cut_and_writable(work, N - 1)
+        assert os.path.getsize(store_path(work)) == last_pos + FRAME_OVERHEAD + len(value(N - 1))
+
+
+def test_store_cut_mid_frame_in_the_middle_keeps_the_prefix(tmp_path):
+    make_log(tmp_path)
+    pos, size = frames(store_path(tmp_path))[2]
+    os.truncate(store_path(tmp_path), pos + size // 2)
+    assert_cut_and_writable(tmp_path, 2)
+
+
+def test_torn_tail_after_a_crash_is_cut(tmp_path):
+    log = Log(tmp_path / "live", ONE_SEGMENT)
+    for i in range(N):
+        log.append(value(i))
+    crashed = crash_copy(log, tmp_path / "crashed")
+    log.close()
+    # Crash-left index (full size) and a half-written last frame.
+    assert os.path.getsize(index_path(crashed)) == ONE_SEGMENT.max_index_bytes
+    last_pos, last_size = frames(store_path(crashed))[-1]
+    os.truncate(store_path(crashed), last_pos + last_size - 3)
+    assert_cut_and_writable(crashed, N - 1)
+
+
+def test_torn_tail_of_a_sealed_segment_never_leaves_a_gap(tmp_path):
+    make_log(tmp_path, 12, SMALL)
+    first = store_path(tmp_path, 0)
+    last_pos, _ = frames(first)[-1]
+    flip(first, last_pos + FRAME_OVERHEAD)  # offset 3, the last of segment 0
+    with Log(tmp_path, SMALL) as log:
+        # Offsets 4.. would follow a hole: they are dropped rather than served.
+        assert_prefix(log, 3)
+        assert log.append(value(3)) == 3
+        assert log.read(3).value == value(3)
+
+
+# -- crash-left indexes ----------------------------------------------------------------
+
+
+def test_index_left_at_full_size_by_os_exit(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from pyproglog.log import Log, LogConfig
+        from pyproglog.log.format import INDEX_ENTRY_WIDTH
+        log = Log(sys.argv[1], LogConfig(max_index_bytes=INDEX_ENTRY_WIDTH * 64))
+        for i in range({N}):
+            log.append(f"value-{{i}}-".encode() + bytes([65 + i % 26]) * (10 + 3 * i))
+        os._exit(0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    assert os.path.getsize(index_path(tmp_path)) == ONE_SEGMENT.max_index_bytes
+    with Log(tmp_path, ONE_SEGMENT) as log:
+        assert_prefix(log, N)
+        assert log.append(value(N)) == N
+    # The clean close cut the index to its entries.
+    assert os.path.getsize(index_path(tmp_path)) == (N + 1) * INDEX_ENTRY_WIDTH
+
+
+def test_crash_left_index_lagging_the_store(tmp_path):
+    log = Log(tmp_path / "live", ONE_SEGMENT)
+    for i in range(2):
+        log.append(value(i))
+    crashed = crash_copy(log, tmp_path / "crashed")
+    for i in range(2, N):
+        log.append(value(i))
+    log.flush()
+    shutil.copyfile(store_path(tmp_path / "live"), store_path(crashed))
+    log.close()
+    # The index knows 2 entries, the store holds N frames: the tail is re-indexed.
+    assert_cut_and_writable(crashed, N)
+
+
+def test_crash_left_index_ahead_of_the_store(tmp_path):
+    log = Log(tmp_path / "live", ONE_SEGMENT)
+    for i in range(2):
+        log.append(value(i))
+    early_store = store_path(tmp_path / "live").read_bytes()
+    for i in range(2, N):
+        log.append(value(i))
+    crashed = crash_copy(log, tmp_path / "crashed")
+    log.close()
+    store_path(crashed).write_bytes(early_store)
+    # Index entries for frames the store never got are dropped.
+    assert_cut_and_writable(crashed, 2)
+
+
+@pytest.mark.parametrize("size", [0, 5, INDEX_ENTRY_WIDTH * 2, INDEX_ENTRY_WIDTH * 3 + 7, None])
+def test_truncated_or_missing_index_is_rebuilt_from_the_store(tmp_path, size):
+    make_log(tmp_path)
+    if size is None:
+        os.remove(index_path(tmp_path))
+    else:
+        os.truncate(index_path(tmp_path), size)
+    assert_cut_and_writable(tmp_path, N)
+
+
+def test_garbage_index_is_not_trusted(tmp_path):
+    make_log(tmp_path)
+    index_path(tmp_path).write_bytes(os.urandom(INDEX_ENTRY_WIDTH * N))
+    with Log(tmp_path, ONE_SEGMENT) as log:
+        # Whatever the garbage says, nothing wrong is ever served.
+        for off in range(log.lowest_offset, log.next_offset):
+            try:
+                rec = log.read(off)
+            except CorruptSegment:
+                continue
+            assert rec.value == value(off)
+
+
+# -- corruption in the middle of a closed segment ------------------------------------
+
+
+@pytest.mark.parametrize("byte", range(INDEX_ENTRY_WIDTH))
+def test_flipped_index_entry_in_the_middle_raises_corrupt(tmp_path, byte):
+    make_log(tmp_path)
+    bad = 2
+    flip(index_path(tmp_path), bad * INDEX_ENTRY_WIDTH + byte)
+    with Log(tmp_path, ONE_SEGMENT) as log:
+        assert log.next_offset == N
+        with pytest.raises(CorruptSegment):
+            log.read(bad)
+        # Its neighbours read fine.
+        for off in range(N):
+            if off != bad:
+                assert log.read(off).value == value(off)
+        # A range read over it gives correct records or an error, never wrong data.
+        for start in range(bad + 1):
+            for max_records in (1, 2, 3, 1000):
+                try:
+                    got = log.read_range(start, max_records)
+                except CorruptSegment:
+                    continue
+                assert 1 <= len(got) <= max_records
+                assert [(r.offset, r.value) for r in got] == [
+                    (start + k, value(start + k)) for k in range(len(got))
+                ]
+
+
+@pytest.mark.parametrize("target", [0, 1, 4, 5])
+def test_index_entry_pointing_at_another_real_frame(tmp_path, target):
+    """A well-formed index entry with the position of a different, valid frame."""
+    make_log(tmp_path)
+    bad = 2
+    positions = [pos for pos, _ in frames(store_path(tmp_path))]
+    data = bytearray(index_path(tmp_path).read_bytes())
+    struct.pack_into("<IQ", data, bad * INDEX_ENTRY_WIDTH, bad, positions[target])
+    index_path(tmp_path).write_bytes(bytes(data))
+    with Log(tmp_path, ONE_SEGMENT) as log:
+        with pytest.raises(CorruptSegment):
+            log.read(bad)
+        for start in range(bad + 1):
+            for max_records in (1, 2, 3, 1000):
+                try:
+                    got = log.read_range(start, max_records)
+                except CorruptSegment:
+                    continue
+                assert 1 <= len(got) <= max_records
+                assert [(r.offset, r.value) for r in got] == [
+                    (start + k, value(start + k)) for k in range(len(got))
+                ]
+
+
+@pytest.mark.parametrize(
+    "where", [0, 3, 4, 8, 16, FRAME_OVERHEAD, FRAME_OVERHEAD + 5], ids=lambda w: f"byte{w}"
+)
+def test_flipped_store_byte_in_the_middle_raises_corrupt(tmp_path, where):
+    make_log(tmp_path)
+    bad = 2
+    pos, _ = frames(store_path(tmp_path))[bad]
+    flip(store_path(tmp_path), pos + where)
+    for _ in range(2):  # before and after another reopen
+        with Log(tmp_path, ONE_SEGMENT) as log:
+            assert log.next_offset == N
+            with pytest.raises(CorruptSegment) as info:
+                log.read(bad)
+            assert info.value.position == pos
+            for off in range(N):
+                if off != bad:
+                    assert log.read(off).value == value(off)
+            with pytest.raises(CorruptSegment):
+                log.read_range(0)
+            with pytest.raises(CorruptSegment):
+                list(log.iter_records())
+            assert [r.offset for r in log.read_range(bad + 1)] == list(range(bad + 1, N))
+
+
+def test_store_without_magic_is_refused(tmp_path):
+    make_log(tmp_path)
+    flip(store_path(tmp_path), 0)
+    with pytest.raises(CorruptSegment, match="not a proglog store"):
+        Log(tmp_path, ONE_SEGMENT)
