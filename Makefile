@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest run proto proto-check bench-storage bench-service bench clean
+.PHONY: test lint typecheck pytest run proto proto-check bench-storage bench-service bench-security bench-observability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,9 @@ bench-service: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+bench-security: $(STAMP)
+	$(BIN)/python bench/security.py
+
+bench-observability: $(STAMP)
+	$(BIN)/python bench/observability.py

@@ -21,6 +21,15 @@ from pydantic_settings import (
 
 from pyproglog.log import InvalidConfig, LogConfig, SyncPolicy
 
+_LOG_FIELD_FLAGS = {
+    "max_store_bytes": "segment-max-store-bytes",
+    "max_index_bytes": "segment-max-index-bytes",
+    "max_record_bytes": "max-record-bytes",
+    "sync_interval_ms": "sync-interval-ms",
+    "retention_bytes": "retention-bytes",
+    "retention_ms": "retention-ms",
+}
+
 
 class ConfigError(Exception):
     """A setting that cannot work; the message says which and why."""
@@ -132,7 +141,11 @@ class Settings(BaseSettings):
                 retention_ms=self.retention_ms,
             )
         except InvalidConfig as exc:
-            raise ConfigError(str(exc)) from None
+            # Name the settings as the user wrote them, not the engine's fields.
+            message = str(exc)
+            for field, flag in _LOG_FIELD_FLAGS.items():
+                message = message.replace(field, flag)
+            raise ConfigError(message) from None
 
     # -- loading ------------------------------------------------------------------
 

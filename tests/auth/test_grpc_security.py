@@ -18,9 +18,9 @@ from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.auth.acl import Authorizer
 from pyproglog.auth.certs import make_ca, make_client_cert, make_server_cert
 from pyproglog.auth.errors import SecurityError
-from pyproglog.auth.interceptor import METHOD_ACTIONS, AuthInterceptor
 from pyproglog.auth.tls import ServerTLS, TLSFiles
 from pyproglog.config import Settings
+from pyproglog.server.grpc_authz import METHOD_ACTIONS, AuthInterceptor
 from pyproglog.server.grpc_service import SERVICE_NAME
 from tests.auth.conftest import PKI, Identity, SecureFiles, running, stub_for
 

@@ -420,6 +420,17 @@ async def test_empty_produce_batch_is_invalid_argument(stub: log_pb2_grpc.LogStu
     assert info.empty
 
 
+async def test_negative_timestamp_is_invalid_argument(stub: log_pb2_grpc.LogStub) -> None:
+    bad = log_pb2.Record(value=b"x", timestamp_ms=-5)
+    err, _ = await expect_error(
+        stub.ProduceBatch(log_pb2.ProduceBatchRequest(records=[log_pb2.Record(value=b"ok"), bad])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert err.details() == "record 1 has a negative timestamp_ms (-5)"
+    info = await stub.GetLogInfo(log_pb2.GetLogInfoRequest())
+    assert info.empty
+
+
 # -- group commit --------------------------------------------------------------------------
 
 

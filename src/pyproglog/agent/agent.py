@@ -27,9 +27,8 @@ from starlette.types import ASGIApp
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.auth.acl import Authorizer
-from pyproglog.auth.asgi import ACLMiddleware, TLSH11Protocol
+from pyproglog.auth.asgi import TLSH11Protocol
 from pyproglog.auth.errors import SecurityError
-from pyproglog.auth.interceptor import AuthInterceptor
 from pyproglog.auth.tls import ServerTLS, TLSFiles
 from pyproglog.config import Settings
 from pyproglog.log import Log
@@ -38,7 +37,9 @@ from pyproglog.observability.grpc_interceptor import REQUEST_LOGGER
 from pyproglog.observability.logging import configure_logging, level_number
 from pyproglog.server.core import LogService, ServiceLimits
 from pyproglog.server.gateway import create_app
+from pyproglog.server.grpc_authz import AuthInterceptor
 from pyproglog.server.grpc_service import SERVICE_NAME, LogServicer, ServerInfo
+from pyproglog.server.http_authz import ACLMiddleware
 
 _log = logging.getLogger("pyproglog.agent")
 

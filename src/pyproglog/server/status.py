@@ -6,20 +6,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from pyproglog.auth.errors import PermissionDenied, Unauthenticated
 from pyproglog.log import CorruptSegment, DiskFull, LogClosed, LogWriteError, OffsetOutOfRange
 from pyproglog.server.core import InvalidRecord, RecordTooLarge, ShuttingDown
 
-
-class PermissionDenied(Exception):
-    """The authenticated subject may not perform the action (raised by the authorizer)."""
-
-    def __init__(self, subject: str, action: str, obj: str) -> None:
-        super().__init__(f"{subject} not permitted to {action} to {obj}")
-        self.subject, self.action, self.object = subject, action, obj
-
-
-class Unauthenticated(Exception):
-    pass
+__all__ = ["ErrorStatus", "PermissionDenied", "Unauthenticated", "error_status"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from typing import Any, TypeAlias
 import grpc
 
 from pyproglog.auth.acl import CONSUME, OBJECT, PRODUCE, Authorizer
+from pyproglog.auth.errors import NO_CERTIFICATE, PermissionDenied, Unauthenticated
 from pyproglog.server.grpc_service import SERVICE_NAME, abort_for
-from pyproglog.server.status import PermissionDenied, Unauthenticated
 
 # The actions a method needs (any one of them suffices).
 METHOD_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -56,9 +56,6 @@ OPEN_SERVICES = (
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
 )
-
-NO_CERTIFICATE = "no verified client certificate"
-
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 # Told the action of every denial (e.g. to count them in metrics).
