@@ -44,18 +44,15 @@ import asyncio
 import json
 import logging
 import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,10 +60,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.observability import NodeMetrics, ObservabilityInterceptor
 
+if TYPE_CHECKING:
+    from tests.harness import ServerProcess
+
+REPO = Path(__file__).resolve().parent.parent
 RECORDS_PER_CALL = 1000
 RECORD_BYTES = 100
 TARGET_OVERHEAD_PCT = 5.0
-READY = re.compile(r"proglog serving: grpc=(?P<grpc>\S+)(?: http=(?P<http>\S+))?")
 
 
 @dataclass
@@ -74,66 +74,50 @@ class Node:
     name: str
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[str] | None = None
-    rpc_addr: str = ""
-    http_url: str = ""
+    server: ServerProcess | None = None
     rates: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
     measured: int = 0
     sent: int = 0
 
     def start(self, data_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        env.update(self.env, PYTHONUNBUFFERED="1")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pyproglog",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--rpc-port",
-            "0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--node-name",
-            self.name,
-            *self.args,
-        ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
+        """`proglog serve` (tests/harness.py) without the caller's OTEL_* settings."""
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))
+        from tests.harness import ServerProcess
+
+        self.server = ServerProcess(
+            data_dir,
+            ["--node-name", self.name, *self.args],
+            env=self.env,
+            base_env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            ready_timeout=120.0,
+            # The console span exporter writes to stdout: drain it, keep none of it.
+            keep_output=False,
+            capture_stderr=False,
         )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            m = READY.search(line)
-            if m:
-                self.rpc_addr, self.http_url = m.group("grpc"), m.group("http") or ""
-                break
-        else:
-            raise RuntimeError(f"node {self.name} exited before it was ready")
-        # Keep reading stdout (the console span exporter writes there) so it never blocks.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.server.start()
+
+    @property
+    def rpc_addr(self) -> str:
+        assert self.server is not None
+        return self.server.rpc_addr
+
+    @property
+    def http_url(self) -> str:
+        assert self.server is not None
+        return self.server.http_url
 
     def cpu(self) -> float:
         """CPU seconds (user + system, all threads) the node has used so far."""
-        assert self.proc is not None
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        assert self.server is not None
+        stat = Path(f"/proc/{self.server.pid}/stat").read_text()
         fields = stat.rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.server is not None:
+            self.server.shutdown(timeout=60)
 
 
 async def load(node: Node, request: log_pb2.ProduceBatchRequest, calls: int, depth: int) -> float:

@@ -224,28 +224,39 @@ async def consume_unary(
     return await run_workers(Result(f"consume_unary_{in_flight}", size), in_flight, duration, call)
 
 
-async def consume_stream(
-    stub: log_pb2_grpc.LogStub, size: int, duration: float, end: int
+async def read_stream(
+    result: Result, stream: Any, batched: bool, duration: float, end: int
 ) -> Result:
-    result = Result("consume_stream", size)
-    stream = stub.ConsumeStream(log_pb2.ConsumeRequest(offset=0))
+    """Read a consume stream from offset 0 to `end` (or for `duration`), gaps as latencies.
+
+    Each message holds one record (`msg.record`) or, `batched`, several (`msg.records`).
+    """
     started = last = time.perf_counter()
     deadline = started + duration
     try:
         while result.records < end:
             msg = await stream.read()
-            assert msg is not grpc.aio.EOF and msg.record.offset == result.records
+            assert msg is not grpc.aio.EOF
+            first, count = (msg.records[0], len(msg.records)) if batched else (msg.record, 1)
+            assert first.offset == result.records
             now = time.perf_counter()
             result.latencies.append(now - last)
             last = now
             result.calls += 1
-            result.records += 1
+            result.records += count
             if now >= deadline:
                 break
     finally:
         stream.cancel()
     result.seconds = last - started
     return result
+
+
+async def consume_stream(
+    stub: log_pb2_grpc.LogStub, size: int, duration: float, end: int
+) -> Result:
+    stream = stub.ConsumeStream(log_pb2.ConsumeRequest(offset=0))
+    return await read_stream(Result("consume_stream", size), stream, False, duration, end)
 
 
 async def fetch(stub: log_pb2_grpc.LogStub, size: int, duration: float, end: int) -> Result:
@@ -272,29 +283,12 @@ async def fetch(stub: log_pb2_grpc.LogStub, size: int, duration: float, end: int
 async def consume_batch_stream(
     stub: log_pb2_grpc.LogStub, size: int, duration: float, end: int
 ) -> Result:
-    result = Result("consume_batch_stream", size)
     stream = stub.ConsumeBatchStream(
         log_pb2.ConsumeBatchStreamRequest(
             offset=0, max_records=FETCH_RECORDS, max_bytes=FETCH_BYTES
         )
     )
-    started = last = time.perf_counter()
-    deadline = started + duration
-    try:
-        while result.records < end:
-            msg = await stream.read()
-            assert msg is not grpc.aio.EOF and msg.records[0].offset == result.records
-            now = time.perf_counter()
-            result.latencies.append(now - last)
-            last = now
-            result.calls += 1
-            result.records += len(msg.records)
-            if now >= deadline:
-                break
-    finally:
-        stream.cancel()
-    result.seconds = last - started
-    return result
+    return await read_stream(Result("consume_batch_stream", size), stream, True, duration, end)
 
 
 async def run_size(addr: str, size: int, duration: float) -> list[Result]:

@@ -111,15 +111,19 @@ def _timed(fn: Callable[[], object]) -> float:
 # -- raw ceilings ------------------------------------------------------------------
 
 
-def raw_append(directory: str, payload: bytes, n: int) -> float:
-    """Seconds for n appends of the plain-Python tight loop (no checksum, no lock)."""
-    index_path = os.path.join(directory, "raw.index")
-    fd = os.open(index_path, os.O_RDWR | os.O_CREAT, 0o644)
+def _raw_index(path: str, n: int) -> mmap.mmap:
+    """An index file of n entries, allocated up front and mapped."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         os.posix_fallocate(fd, 0, n * INDEX_WIDTH)
-        mm = mmap.mmap(fd, n * INDEX_WIDTH)
+        return mmap.mmap(fd, n * INDEX_WIDTH)
     finally:
         os.close(fd)
+
+
+def raw_append(directory: str, payload: bytes, n: int) -> float:
+    """Seconds for n appends of the plain-Python tight loop (no checksum, no lock)."""
+    mm = _raw_index(os.path.join(directory, "raw.index"), n)
     with open(os.path.join(directory, "raw.store"), "wb", buffering=RAW_BUFFER) as f:
         write = f.write
         pack_len = struct.Struct("<Q").pack
@@ -151,13 +155,7 @@ def raw_pwrite_append(directory: str, payload: bytes, n: int) -> float:
     Not the ceiling of the issue: the floor that the durability contract (every
     append call is in the file when it returns) puts under `Log.append`.
     """
-    index_path = os.path.join(directory, "rawp.index")
-    fd = os.open(index_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        os.posix_fallocate(fd, 0, n * INDEX_WIDTH)
-        mm = mmap.mmap(fd, n * INDEX_WIDTH)
-    finally:
-        os.close(fd)
+    mm = _raw_index(os.path.join(directory, "rawp.index"), n)
     sfd = os.open(os.path.join(directory, "rawp.store"), os.O_RDWR | os.O_CREAT, 0o644)
     pack_len = struct.Struct("<Q").pack
     pack_entry = struct.Struct("<IQ").pack_into

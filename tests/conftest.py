@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -9,22 +10,15 @@ import grpc
 import pytest
 
 from pyproglog.agent import Agent
-from pyproglog.config import Settings
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, started_agent
 
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
     """A node in the test's own event loop, on free ports, with a fresh data dir."""
-    settings = Settings.load(
-        {"data_dir": tmp_path / "data", "rpc_port": 0, "http_addr": "127.0.0.1:0"}
-    )
-    node = Agent(settings)
-    await node.start()
-    try:
+    settings = {"data_dir": tmp_path / "data", "rpc_port": 0, "http_addr": "127.0.0.1:0"}
+    async with started_agent(settings) as node:
         yield node
-    finally:
-        await node.stop()
 
 
 @pytest.fixture
@@ -38,3 +32,15 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     """A `proglog serve` subprocess on free ports."""
     with ServerProcess(tmp_path / "data") as node:
         yield node
+
+
+@pytest.fixture
+def silent_addr() -> Iterator[str]:
+    """A port that accepts TCP connections but never speaks HTTP/2 (so never gRPC).
+
+    A server that hangs.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield f"127.0.0.1:{s.getsockname()[1]}"

@@ -5,7 +5,10 @@
 
 The node is `python -m pyproglog serve` on free ports (port 0), so tests can
 run side by side. Readiness is the "proglog serving:" line the command prints
-once both listeners are up and health is SERVING.
+once both listeners are up and health is SERVING. The benchmarks in bench/
+start their nodes with it too.
+
+Also here: `started_agent`, a node in the caller's event loop, and `free_port`.
 """
 
 from __future__ import annotations
@@ -13,17 +16,32 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from pyproglog.agent import Agent
+from pyproglog.config import Settings
 
 READY = re.compile(r"proglog serving: grpc=(?P<grpc>\S+)(?: http=(?P<http>\S+))?")
 
 
 class ServerProcess:
+    """One `proglog serve` subprocess.
+
+    `env` is added to `base_env` (default: this process's environment).
+    `keep_output=False` keeps in `output` only the lines up to and including the
+    readiness line (what explains a failed start) and drains the rest unkept, for
+    nodes that write a lot (a console span exporter). `capture_stderr=False` sends
+    the node's stderr to /dev/null instead of into `output`.
+    """
+
     def __init__(
         self,
         data_dir: Path,
@@ -31,19 +49,31 @@ class ServerProcess:
         *,
         http: bool = True,
         env: dict[str, str] | None = None,
+        base_env: Mapping[str, str] | None = None,
         ready_timeout: float = 30.0,
+        keep_output: bool = True,
+        capture_stderr: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.args = list(args)
         self.http = http
         self.env = env
+        self.base_env = base_env
         self.ready_timeout = ready_timeout
+        self.keep_output = keep_output
+        self.capture_stderr = capture_stderr
         self.proc: subprocess.Popen[str] | None = None
         self.rpc_addr = ""
         self.http_url = ""
-        self.output: list[str] = []  # every line the node printed (stdout and stderr)
+        # Every line the node printed (stdout and stderr); see keep_output.
+        self.output: list[str] = []
         self._ready = threading.Event()
         self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def start(self) -> ServerProcess:
         cmd = [
@@ -59,11 +89,12 @@ class ServerProcess:
             "127.0.0.1:0" if self.http else "",
             *self.args,
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
+        base_env = os.environ if self.base_env is None else self.base_env
+        env = {**base_env, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if self.capture_stderr else subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             text=True,
             env=env,
@@ -77,13 +108,22 @@ class ServerProcess:
 
     def _read_output(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
+        stdout = self.proc.stdout
+        for line in stdout:
             self.output.append(line)
             m = READY.search(line)
-            if m and not self._ready.is_set():
+            if m:
                 self.rpc_addr = m.group("grpc")
                 self.http_url = m.group("http") or ""
                 self._ready.set()
+                break
+        # Read to the end either way, so the node never blocks on a full pipe.
+        if self.keep_output:
+            for line in stdout:
+                self.output.append(line)
+        else:
+            while stdout.read(1 << 16):
+                pass
         self._ready.set()  # exited: wake start() so it can report
 
     def signal(self, sig: int) -> None:
@@ -105,6 +145,14 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Stop if still running; kill if it takes longer than `timeout`."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.stop(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
     def __enter__(self) -> ServerProcess:
         return self.start()
 
@@ -114,8 +162,23 @@ class ServerProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.stop(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.shutdown(timeout=15)
+
+
+@asynccontextmanager
+async def started_agent(settings: dict[str, Any]) -> AsyncIterator[Agent]:
+    """A node in the caller's event loop, from settings as Settings.load takes them."""
+    node = Agent(Settings.load(settings))
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

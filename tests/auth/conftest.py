@@ -19,7 +19,7 @@ from pyproglog.agent import Agent
 from pyproglog.api.v1 import log_pb2_grpc
 from pyproglog.auth.acl import EXAMPLE_MODEL, EXAMPLE_POLICY
 from pyproglog.auth.certs import CertPaths, init_dir, load_ca, make_ca, make_client_cert
-from pyproglog.config import Settings
+from tests.harness import started_agent
 
 
 @dataclass(frozen=True)
@@ -134,14 +134,7 @@ def files(pki: PKI, tmp_path: Path) -> SecureFiles:
     )
 
 
-@asynccontextmanager
-async def running(settings: dict[str, Any]) -> AsyncIterator[Agent]:
-    node = Agent(Settings.load(settings))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
+running = started_agent  # the name the tests here import it by
 
 
 @pytest.fixture

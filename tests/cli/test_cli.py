@@ -12,12 +12,10 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, free_port
 
 STEP = 20.0  # bound for anything that should happen "at once" (generous: 2 cores)
 
@@ -102,22 +100,6 @@ class LineReader:
 @pytest.fixture
 def addr(server_process: ServerProcess) -> str:
     return server_process.rpc_addr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def silent_addr() -> Iterator[str]:
-    """Accepts TCP connections but never speaks gRPC: a server that hangs."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield f"127.0.0.1:{s.getsockname()[1]}"
 
 
 # -- produce / consume ----------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from pyproglog.client import (
 )
 from pyproglog.client._errors import from_rpc_error
 from pyproglog.config import Settings
+from tests.harness import free_port
 
 STEP = 10.0  # bound for anything that should happen "at once"
 
@@ -95,22 +95,6 @@ def node(tmp_path: Path) -> Iterator[ThreadedNode]:
 def client(node: ThreadedNode) -> Iterator[Client]:
     with Client(node.addr, timeout=STEP) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def silent_addr() -> Iterator[str]:
-    """A port that accepts TCP connections but never speaks HTTP/2."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield f"127.0.0.1:{s.getsockname()[1]}"
 
 
 # -- every method ---------------------------------------------------------------------

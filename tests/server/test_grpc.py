@@ -28,9 +28,8 @@ from grpc_status import rpc_status
 
 from pyproglog.agent import Agent
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
-from pyproglog.config import Settings
 from pyproglog.server.core import LogService
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, started_agent
 
 STEP = 10.0  # deadline for anything that should happen "at once"
 BIG_MESSAGES = [
@@ -51,15 +50,9 @@ def stub(aio_channel: grpc.aio.Channel) -> log_pb2_grpc.LogStub:
 @asynccontextmanager
 async def node_with(tmp_path: Path, **overrides: Any) -> AsyncIterator[Agent]:
     """An in-process node with extra settings (e.g. max_record_bytes)."""
-    settings = Settings.load(
-        {"data_dir": tmp_path / "node", "rpc_port": 0, "http_addr": "", **overrides}
-    )
-    node = Agent(settings)
-    await node.start()
-    try:
+    settings = {"data_dir": tmp_path / "node", "rpc_port": 0, "http_addr": "", **overrides}
+    async with started_agent(settings) as node:
         yield node
-    finally:
-        await node.stop()
 
 
 def spy_waits(service: LogService, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
