@@ -21,8 +21,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# pytest exits 5 when it collected no tests: that must fail loudly, never pass.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo 'pytest ran no tests: failing' >&2; exit $$rc; }
 
 run: $(STAMP)
 	$(BIN)/proglog serve

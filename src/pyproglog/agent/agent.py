@@ -110,6 +110,8 @@ class Agent:
             self.server_tls = ServerTLS(
                 TLSFiles(s.server_tls_cert_file, s.server_tls_key_file, s.server_tls_ca_file)
             )
+        if s.peer_tls_cert_file or s.peer_tls_key_file or s.peer_tls_ca_file:
+            _log.info("peer-tls-* settings apply to cluster traffic; a single node has none")
         if s.acl_model_file is not None and s.acl_policy_file is not None:
             self.authorizer = Authorizer(s.acl_model_file, s.acl_policy_file)
             if s.server_tls_ca_file is None:

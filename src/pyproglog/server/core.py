@@ -7,6 +7,7 @@ directly. It runs on the asyncio loop that serves them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -97,7 +98,7 @@ class LogService:
         self.limits = limits or ServiceLimits()
         self._observer = observer
         self._tracer = tracer
-        self._pending: list[_PendingProduce] = []
+        self._pending: collections.deque[_PendingProduce] = collections.deque()
         self._pending_wakeup = asyncio.Event()
         self._appended = asyncio.Event()  # replaced after each notification
         self._closing = asyncio.Event()
@@ -185,7 +186,7 @@ class LogService:
         group: list[_PendingProduce] = []
         count = 0
         while self._pending and (not group or count < self.limits.max_group_records):
-            item = self._pending.pop(0)
+            item = self._pending.popleft()
             group.append(item)
             count += len(item.records)
         return group
