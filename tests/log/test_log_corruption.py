@@ -50,6 +50,8 @@ def frames(path: Path) -> list[tuple[int, int]]:
     pos = STORE_HEADER_SIZE
     while pos + FRAME_PREFIX_SIZE <= len(data):
         (length,) = struct.unpack_from("<I", data, pos)
+        if length == 0:  # the pre-allocated zeroes after the frames of an open store
+            break
         out.append((pos, FRAME_PREFIX_SIZE + length))
         pos += FRAME_PREFIX_SIZE + length
     return out
@@ -308,3 +310,87 @@ def test_store_without_magic_is_refused(tmp_path):
     flip(store_path(tmp_path), 0)
     with pytest.raises(CorruptSegment, match="not a proglog store"):
         Log(tmp_path, ONE_SEGMENT)
+
+
+# -- the pre-allocated store ------------------------------------------------------------
+
+
+def test_active_store_is_preallocated_and_cut_on_close(tmp_path):
+    log = Log(tmp_path, ONE_SEGMENT)
+    assert os.path.getsize(store_path(tmp_path)) == ONE_SEGMENT.max_store_bytes
+    for i in range(N):
+        log.append(value(i))
+    end = log._segments[-1].store.size
+    assert os.path.getsize(store_path(tmp_path)) == ONE_SEGMENT.max_store_bytes
+    log.close()
+    assert os.path.getsize(store_path(tmp_path)) == end
+
+
+def test_sealed_stores_are_cut_at_the_roll(tmp_path):
+    with Log(tmp_path, SMALL) as log:
+        for i in range(9):
+            log.append(value(i))
+        # Two sealed segments cut to their frames, the active one pre-allocated.
+        sizes = [os.path.getsize(store_path(tmp_path, base)) for base in (0, 4, 8)]
+        assert sizes[0] == STORE_HEADER_SIZE + sum(FRAME_OVERHEAD + len(value(i)) for i in range(4))
+        assert sizes[1] == STORE_HEADER_SIZE + sum(
+            FRAME_OVERHEAD + len(value(i)) for i in range(4, 8)
+        )
+        assert sizes[2] == SMALL.max_store_bytes
+
+
+def test_torn_frame_in_a_preallocated_store_is_zeroed(tmp_path, caplog):
+    """A kill -9 in the middle of copying a frame into the map: the file is at its
+    pre-allocated size with a prefix of the frame after the last whole one. Recovery
+    must not only ignore those bytes but zero them: a later, shorter append followed
+    by another crash must never make them part of a valid-looking tail."""
+    log = Log(tmp_path / "live", ONE_SEGMENT)
+    for i in range(N):
+        log.append(value(i))
+    end = log._segments[-1].store.size
+    crashed = crash_copy(log, tmp_path / "crashed")
+    log.close()
+    path = store_path(crashed)
+    assert os.path.getsize(path) == ONE_SEGMENT.max_store_bytes
+    torn = bytearray(Path(tmp_path / "live" / path.name).read_bytes()[STORE_HEADER_SIZE:end])
+    data = bytearray(path.read_bytes())
+    data[end : end + len(torn) - 5] = torn[:-5]  # frames 0.. again, the last one torn
+    path.write_bytes(bytes(data))
+    with Log(crashed, ONE_SEGMENT) as log:
+        assert_prefix(log, N)
+        assert "cut torn or corrupt tail" in caplog.text
+        # Zeroed in the file while the log is open (not merely cut at close).
+        assert path.read_bytes()[end:] == bytes(ONE_SEGMENT.max_store_bytes - end)
+        assert log.append(value(N)) == N
+    with Log(crashed, ONE_SEGMENT) as log:
+        assert_prefix(log, N + 1)
+
+
+def test_clean_preallocated_tail_is_not_reported(tmp_path, caplog):
+    log = Log(tmp_path / "live", ONE_SEGMENT)
+    for i in range(N):
+        log.append(value(i))
+    crashed = crash_copy(log, tmp_path / "crashed")
+    log.close()
+    with Log(crashed, ONE_SEGMENT) as log:
+        assert_prefix(log, N)
+    assert "cut torn" not in caplog.text
+
+
+def test_truncate_after_zeroes_the_dropped_frames(tmp_path):
+    """Stale frames after a truncate_after must not come back: not after a reopen,
+    and not after a later append of the same length and a kill -9."""
+    log = Log(tmp_path, ONE_SEGMENT)
+    for i in range(N):
+        log.append(value(i))
+    end = log._segments[-1].store.size
+    cut = frames(store_path(tmp_path))[2][0]
+    log.truncate_after(1)
+    path = store_path(tmp_path)
+    assert path.read_bytes()[cut:end] == bytes(end - cut)
+    # Same length as the old offset 2: a crash now must not revive offsets 3.. either.
+    assert log.append(value(2)) == 2
+    crashed = crash_copy(log, tmp_path / "crashed")
+    log.close()
+    with Log(crashed, ONE_SEGMENT) as log:
+        assert_prefix(log, 3)

@@ -250,3 +250,40 @@ def test_stray_empty_store_file_does_not_cost_data(tmp_path: Path):
     assert [log.read(i).value for i in range(10)] == [b"%010d" % i for i in range(10)]
     log.close()
     assert f"{1:020d}.store" not in os.listdir(tmp_path)
+
+
+def test_no_room_for_a_new_store_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The new segment's store cannot be pre-allocated: DiskFull, its files are gone,
+    reads keep working and appends work again once there is space."""
+    cfg = LogConfig(
+        max_store_bytes=STORE_HEADER_SIZE + 4 * (FRAME_OVERHEAD + 10),
+        max_index_bytes=INDEX_ENTRY_WIDTH * 64,
+        max_record_bytes=10,
+    )
+    log = Log(tmp_path, cfg)
+    for i in range(3):
+        log.append(b"%010d" % i)
+    real = os.posix_fallocate
+
+    def no_room_for_stores(fd: int, offset: int, length: int) -> None:
+        if length == cfg.max_store_bytes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room_for_stores)
+    with pytest.raises(DiskFull):
+        log.append(b"%010d" % 3)  # fills the segment; the roll cannot allocate
+    assert log.next_offset == 3
+    assert sorted(os.listdir(tmp_path)) == [
+        "00000000000000000000.index",
+        "00000000000000000000.store",
+        "00000000000000000000.timeindex",
+    ]
+    assert [log.read(i).value for i in range(3)] == [b"%010d" % i for i in range(3)]
+    monkeypatch.undo()
+    for i in range(3, 10):
+        assert log.append(b"%010d" % i) == i
+    log.close()
+    log = Log(tmp_path, cfg)
+    assert [log.read(i).value for i in range(10)] == [b"%010d" % i for i in range(10)]
+    log.close()

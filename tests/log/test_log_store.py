@@ -9,7 +9,7 @@ import pytest
 
 from pyproglog.log import CorruptSegment, DiskFull, LogClosed, LogWriteError
 from pyproglog.log.format import FRAME_PREFIX_SIZE, STORE_HEADER_SIZE, STORE_MAGIC
-from pyproglog.log.store import Store
+from pyproglog.log.store import RELEASE_EVERY, Store
 
 PAYLOADS = [b"hello world", b"", b"\x00\xff" * 700]
 
@@ -58,50 +58,64 @@ def test_data_survives_close_and_reopen(tmp_path):
     store.close()
 
 
-def test_writes_are_buffered_until_flush(tmp_path):
+def _file_bytes(path: str, pos: int, n: int) -> bytes:
+    """What another process would read from the file (not through our map)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, pos)
+    finally:
+        os.close(fd)
+
+
+def test_appends_are_in_the_file_at_once(tmp_path):
+    # Written through the map: in the page cache (and so in the file for any
+    # reader, and safe from a kill -9) when append returns; no flush needed.
     path = str(tmp_path / "s.store")
     store = Store(path)
     assert os.path.getsize(path) == STORE_HEADER_SIZE
-    n1, _ = store.append(b"a" * 100)
-    n2, _ = store.append(b"b" * 50)
-    # Nothing reached the file yet.
-    assert os.path.getsize(path) == STORE_HEADER_SIZE
-    assert store.flushed_size == STORE_HEADER_SIZE
-    assert store.size == STORE_HEADER_SIZE + n1 + n2
-    store.flush()
+    n1, p1 = store.append(b"a" * 100)
+    n2, p2 = store.append(b"b" * 50)
+    assert store.flushed_size == store.size == STORE_HEADER_SIZE + n1 + n2
+    assert _file_bytes(path, p1 + FRAME_PREFIX_SIZE, 100) == b"a" * 100
+    assert _file_bytes(path, p2 + FRAME_PREFIX_SIZE, 50) == b"b" * 50
+    assert store.read(p2) == b"b" * 50
+    store.flush()  # nothing to do
+    store.close()
     assert os.path.getsize(path) == STORE_HEADER_SIZE + n1 + n2
-    assert store.flushed_size == store.size
-    store.close()
 
 
-def test_reading_a_buffered_frame_flushes_it(tmp_path):
+def test_store_is_preallocated_and_zero_after_its_frames(tmp_path):
     path = str(tmp_path / "s.store")
-    store = Store(path)
-    _, pos = store.append(b"buffered")
-    assert os.path.getsize(path) == STORE_HEADER_SIZE
-    assert store.read(pos) == b"buffered"
-    assert os.path.getsize(path) == store.size
+    store = Store(path, capacity=64 * 1024)
+    store.reserve()
+    assert os.path.getsize(path) == store.allocated_size == 64 * 1024
+    assert os.stat(path).st_blocks * 512 >= 64 * 1024  # allocated, not sparse
+    n, pos = store.append(b"x" * 10)
+    assert _file_bytes(path, pos + n, 64 * 1024) == bytes(64 * 1024 - pos - n)
     store.close()
+    # A clean close cuts the file to its frames.
+    assert os.path.getsize(path) == pos + n
 
 
-def test_sync_writes_buffered_data_and_fdatasyncs(tmp_path, monkeypatch):
-    synced: list[int] = []
+def test_sync_fdatasyncs_what_was_written_through_the_map(tmp_path, monkeypatch):
+    synced: list[bytes] = []
     real = os.fdatasync
+    path = str(tmp_path / "s.store")
 
     def spy(fd: int) -> None:
-        synced.append(os.fstat(fd).st_size)
+        synced.append(_file_bytes(path, STORE_HEADER_SIZE, 18))
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", spy)
-    path = str(tmp_path / "s.store")
     store = Store(path)
-    n, _ = store.append(b"x" * 10)
+    n, pos = store.append(b"x" * 10)
     assert synced == []
     store.sync()
     # The fdatasync saw the file with the frame already written.
-    assert synced == [STORE_HEADER_SIZE + n]
-    assert os.path.getsize(path) == STORE_HEADER_SIZE + n
+    assert synced == [_file_bytes(path, pos, n)]
+    assert synced[0][FRAME_PREFIX_SIZE:] == b"x" * 10
     store.close()
+    assert os.path.getsize(path) == STORE_HEADER_SIZE + n
 
 
 def test_close_flushes(tmp_path):
@@ -158,50 +172,100 @@ def test_torn_and_flipped_frames_raise(tmp_path):
     store.close()
 
 
-def test_truncate_cuts_and_drops_buffer(tmp_path):
+def test_truncate_zeroes_what_it_drops(tmp_path):
     path = str(tmp_path / "s.store")
     store = Store(path)
     _, p1 = store.append(b"keep")
     _, p2 = store.append(b"drop")
-    store.flush()
-    store.append(b"buffered")
-    store.truncate(p2)
+    store.append(b"dropped too")
+    end = store.size
+    assert store.truncate(p2)
     assert store.size == store.flushed_size == p2
-    assert os.path.getsize(path) == p2
+    # The dropped frames are zeroes in the file, not stale frames a crash could revive.
+    assert _file_bytes(path, p2, end - p2) == bytes(end - p2)
     assert store.read(p1) == b"keep"
+    with pytest.raises(CorruptSegment):
+        store.read(p2)
     _, p3 = store.append(b"new")
     assert p3 == p2
     assert store.read(p3) == b"new"
+    assert not store.truncate(store.size)  # nothing to drop
     store.close()
+    assert os.path.getsize(path) == p3 + FRAME_PREFIX_SIZE + 3
 
 
-def test_failed_flush_cuts_back_to_last_whole_write(tmp_path, monkeypatch):
+def test_failed_allocation_writes_nothing(tmp_path, monkeypatch):
     path = str(tmp_path / "s.store")
     store = Store(path)
     _, p1 = store.append(b"durable")
-    store.flush()
+    store.seal()  # cut to its frames: the next append must allocate
     good_size = store.size
+    assert os.path.getsize(path) == good_size
 
-    real_pwrite = os.pwrite
-
-    def half_then_enospc(fd: int, data: object, offset: int) -> int:
-        view = memoryview(data)  # type: ignore[arg-type]
-        if len(view) > 4:
-            real_pwrite(fd, view[: len(view) // 2], offset)  # a torn write reaches the file
+    def no_space(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "pwrite", half_then_enospc)
-    store.append(b"y" * 200)
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
     with pytest.raises(DiskFull) as info:
-        store.flush()
+        store.append(b"y" * 200)
     assert isinstance(info.value, LogWriteError)
     assert info.value.errno == errno.ENOSPC
     monkeypatch.undo()
 
-    assert os.path.getsize(path) == good_size  # the half frame was cut away
+    assert os.path.getsize(path) == good_size  # nothing was added
     assert store.size == good_size
     assert store.read(p1) == b"durable"
     _, p2 = store.append(b"after")
     assert p2 == good_size
     assert store.read(p2) == b"after"
+    store.close()
+
+
+def test_reopen_of_a_long_file_counts_it_all_until_cut(tmp_path):
+    # A store not closed cleanly: frames, a torn frame, then pre-allocated zeroes.
+    path = str(tmp_path / "s.store")
+    store = Store(path, capacity=8192)
+    n, pos = store.append(b"whole")
+    end = pos + n
+    store.append_encoded(b"\x20\x00\x00\x00torn")  # a prefix of a frame
+    with open(path, "rb") as f:
+        crashed = f.read()
+    store.close()
+    with open(path, "wb") as f:
+        f.write(crashed)
+    assert len(crashed) == 8192
+    store = Store(path, capacity=8192)
+    assert store.size == 8192  # until the segment's recovery says where the frames end
+    assert store.truncate(end)  # the torn frame was not zero
+    assert _file_bytes(path, end, 8192 - end) == bytes(8192 - end)
+    assert store.read(pos) == b"whole"
+    store.close()
+    assert os.path.getsize(path) == end
+
+
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_appended_pages_do_not_pile_up_in_the_resident_set(tmp_path):
+    # Pages written through the map are released behind the write position
+    # (MADV_DONTNEED keeps their data: shared file mapping) every RELEASE_EVERY bytes.
+    path = str(tmp_path / "s.store")
+    store = Store(path, capacity=4 * RELEASE_EVERY)
+    store.reserve()
+    body = bytes(range(256)) * 256
+    before = _rss_file_kib()
+    positions = [store.append(body)[1] for _ in range(3 * RELEASE_EVERY // len(body))]
+    grown = _rss_file_kib() - before
+    assert grown < 2 * RELEASE_EVERY // 1024, f"RssFile grew by {grown} KiB"
+    for pos in positions[:: len(positions) // 16]:
+        assert store.read(pos) == body
+    assert _file_bytes(path, positions[0] + FRAME_PREFIX_SIZE, len(body)) == body
+    store.close()
+    store = Store(path)
+    assert store.read(positions[-1]) == body
     store.close()

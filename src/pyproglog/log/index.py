@@ -93,8 +93,14 @@ class Index:
             out += index_run(k).unpack_from(mm, i * INDEX_ENTRY_WIDTH)[1::2]
         return out
 
-    def write(self, pos: int) -> None:
-        self.write_many([pos])
+    def write(self, pos: int) -> int:
+        """Add one entry; the number of entries now."""
+        rel = self.entries
+        if rel >= self.capacity:
+            raise ValueError("index full")  # callers check `free` first; a bug if reached
+        INDEX_ENTRY.pack_into(self._mm, rel * INDEX_ENTRY_WIDTH, rel, pos)
+        self.entries = rel + 1
+        return rel + 1
 
     def write_many(self, positions: list[int]) -> None:
         n = len(positions)

@@ -1,13 +1,15 @@
 """The log: an ordered list of segments behind one writer lock.
 
 Threading: one lock guards the segment list and every append and read (reads
-are short: an index lookup and a pread). fsync happens outside the lock, so
-readers and new appenders are never stuck behind a disk flush, and appenders
-that arrive while one fsync runs share the next (group commit).
+are short: an index lookup and a slice of the store's memory map). fsync
+happens outside the lock, so readers and new appenders are never stuck behind
+a disk flush, and appenders that arrive while one fsync runs share the next
+(group commit).
 
 Durability, in order of events for one append call:
-  1. frames are encoded and written to the store file (os.pwrite)  -> survives kill -9
-  2. index entries are written through the mmap                    -> a cache, rebuilt if lost
+  1. frames are encoded and copied into the store's mmap            -> survives kill -9
+     (the file is pre-allocated; the pages are the kernel's page cache)
+  2. index entries are written through the index's mmap            -> a cache, rebuilt if lost
   3. with SyncPolicy.ALWAYS, fdatasync before returning            -> survives power loss
      with SyncPolicy.INTERVAL, a background thread does it every N ms.
 """
@@ -66,6 +68,9 @@ _value_of = operator.attrgetter("value")
 _FRAME_OVERHEAD_PLUS = FRAME_OVERHEAD.__add__
 
 
+_time_ns = time.time_ns
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -74,6 +79,9 @@ class Log:
     def __init__(self, directory: str | os.PathLike[str], config: LogConfig | None = None) -> None:
         self.directory = os.fspath(directory)
         self.config = config or LogConfig()
+        # Read on every append: kept out of the config's attribute lookups.
+        self._max_record_bytes = self.config.max_record_bytes
+        self._sync_always = self.config.sync_policy is SyncPolicy.ALWAYS
         os.makedirs(self.directory, exist_ok=True)
         self._lock = threading.RLock()
         self._closed = False
@@ -126,6 +134,10 @@ class Log:
                         Segment(self.directory, later, self.config).remove()
                     break
                 self._segments.append(seg)
+            # Only the active segment keeps room allocated past its frames (a
+            # crash during a roll can leave a sealed one long): cut the others.
+            for seg in self._segments[:-1]:
+                seg.seal()
             if not self._segments:
                 self._segments.append(self._new_segment(self.config.initial_offset))
         except BaseException:
@@ -138,6 +150,7 @@ class Log:
         seg: Segment | None = None
         try:
             seg = Segment(self.directory, base, self.config)
+            seg.activate()  # pre-allocate its store: DiskFull here, never SIGBUS later
             if self.config.sync_policy is not SyncPolicy.NEVER:
                 seg.sync()
                 self._sync_directory()
@@ -174,14 +187,13 @@ class Log:
         """Append one record; its offset.
 
         The lean path of `append_batch` for one record: the same order (frame
-        written to the file with one pwrite, then the index entry) and the same
+        copied into the store's map, then the index entry) and the same
         all-or-nothing on a write error, without the batch bookkeeping. When the
         active segment has no room it goes the batch way, which rolls.
         """
-        limit = self.config.max_record_bytes
-        if len(value) > limit:
-            raise RecordTooLarge(len(value), limit)
-        ts = timestamp_ms or _now_ms()
+        if len(value) > self._max_record_bytes:
+            raise RecordTooLarge(len(value), self._max_record_bytes)
+        ts = timestamp_ms or _time_ns() // 1_000_000
         with self._lock:
             if self._closed:
                 raise LogClosed()
@@ -200,16 +212,18 @@ class Log:
                 seq = self._written_seq
         if offset < 0:
             return self.append_batch([Record(value, 0, term, type, ts)])
-        if self.config.sync_policy is SyncPolicy.ALWAYS:
+        if self._sync_always:
             self._sync_upto(seq)
-        for listener in self._listeners:
-            listener(offset + 1)
+        if self._listeners:
+            for listener in self._listeners:
+                listener(offset + 1)
         return offset
 
     def append_batch(self, records: Sequence[RecordLike], *, consensus_index: int = 0) -> int:
         """Append records at contiguous offsets; the first offset.
 
-        One write per segment touched (over 1 MiB of frames: one per ~1 MiB).
+        One copy into the store's map per segment touched (over 1 MiB of frames:
+        one per ~1 MiB).
 
         All or nothing: on a write error nothing of the batch stays or is served.
         `consensus_index` is stored with the batch so that a replicated log can
@@ -278,6 +292,7 @@ class Log:
         old = self._segments[-1]
         if self.config.sync_policy is not SyncPolicy.NEVER:
             old.sync()  # sealed segments are durable; the group syncer only syncs the active one
+        old.seal()  # give back the store's pre-allocated room past its frames
         seg = self._new_segment(old.next_offset)
         self._segments.append(seg)
         self._bases.append(seg.base_offset)

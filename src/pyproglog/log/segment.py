@@ -9,12 +9,16 @@ import operator
 import os
 from collections.abc import Iterator, Sequence
 
+from crc32c import crc32c
+
 from pyproglog.log.config import LogConfig
 from pyproglog.log.errors import CorruptSegment, LogWriteError, OffsetOutOfRange, SegmentFull
 from pyproglog.log.format import (
     BODY_HEADER,
     FRAME_OVERHEAD,
     FRAME_PREFIX,
+    FRAME_PREFIX_SIZE,
+    INDEX_ENTRY,
     INDEX_ENTRY_WIDTH,
     STORE_HEADER_SIZE,
     FrameError,
@@ -23,7 +27,6 @@ from pyproglog.log.format import (
     decode_frame,
     decode_frames,
     encode_batch,
-    encode_frame,
     encode_frame_header,
 )
 from pyproglog.log.index import Index
@@ -42,6 +45,9 @@ _READ_CHUNK = 1024 * 1024  # the same for range reads (see _read_chunked)
 # From this average value size on, big batches skip encoding whole frames first.
 _BIG_VALUE = 8 * 1024
 _value_of = operator.attrgetter("value")
+_pack_body = BODY_HEADER.pack
+_pack_prefix_into = FRAME_PREFIX.pack_into
+_pack_entry_into = INDEX_ENTRY.pack_into
 
 
 def segment_paths(directory: str, base_offset: int) -> tuple[str, str, str]:
@@ -53,8 +59,11 @@ class Segment:
     def __init__(self, directory: str, base_offset: int, config: LogConfig) -> None:
         self.base_offset = base_offset
         self.config = config
+        self._max_store_bytes = config.max_store_bytes
+        self._time_interval = config.time_index_interval_bytes
+        self._max_entries = config.max_index_entries
         store_path, index_path, time_path = segment_paths(directory, base_offset)
-        self.store = Store(store_path)
+        self.store = Store(store_path, config.max_store_bytes)
         try:
             self.index = Index(index_path, config.max_index_bytes)
             try:
@@ -144,13 +153,16 @@ class Segment:
             if keep < len(records):
                 break
         if end < size:
-            _log.warning(
-                "cutting torn or corrupt tail of %s: %d bytes after byte %d",
-                store.path,
-                size - end,
-                end,
-            )
-            store.truncate(end)
+            # A file longer than its frames: a torn or corrupt tail, or the
+            # pre-allocated zeroes of a store that was not closed cleanly. The
+            # store zeroes whatever is not zero, so it can never be read again.
+            if store.truncate(end):
+                _log.warning(
+                    "cut torn or corrupt tail of %s after byte %d (file of %d bytes)",
+                    store.path,
+                    end,
+                    size,
+                )
             dirty = True
         if dirty:
             self.time_index.truncate(n)
@@ -215,8 +227,9 @@ class Segment:
         first = self.next_offset
         if total <= _WRITE_CHUNK:
             enc = encode_batch(records, first, start, now_ms, consensus_index)
+            # One copy into the store's map. Only allocating room can fail
+            # (DiskFull), and then before anything is written.
             store.append_encoded(enc.data)
-            store.flush()  # raises LogWriteError with the file already cut back
             positions = enc.positions
             max_ts = enc.max_timestamp_ms
         else:
@@ -256,15 +269,16 @@ class Segment:
         consensus_index: int,
         total: int,
     ) -> tuple[list[int], int]:
-        """Write a big batch in writes of about _WRITE_CHUNK bytes: (positions, max timestamp).
+        """Write a big batch in copies of about _WRITE_CHUNK bytes: (positions, max timestamp).
 
         One buffer of the whole batch costs more than it saves: every batch
         touches fresh pages and cold caches (64 MiB batches ran at ~0.7 GB/s,
         1 MiB writes at page-cache speed). Still all or nothing on an error: if
-        any write fails, the file is cut back to where the batch began before
-        the error goes up, and no index entry has been written yet. A kill -9
-        between two writes leaves a prefix of the batch, as a kill during one
-        huge write could already (the kernel stops a write at a fatal signal).
+        anything fails part-way, the store is cut back (and the dropped bytes
+        zeroed) to where the batch began before the error goes up, and no index
+        entry has been written yet. A kill -9 between two copies leaves a prefix
+        of the batch (a kill during one copy, a prefix of a frame, which
+        recovery drops).
         """
         store = self.store
         start = store.size
@@ -273,11 +287,10 @@ class Segment:
         n = len(records)
         try:
             if total >= n * (FRAME_OVERHEAD + _BIG_VALUE):
-                # Big values go into the store buffer as they are, after their
+                # Big values go into the store's map as they are, after their
                 # frame header: one copy fewer than encoding whole frames first.
                 append = store.append_encoded
                 offset = first
-                pending = 0
                 for rec in records:
                     value = rec.value
                     ts = rec.timestamp_ms or now_ms
@@ -289,11 +302,6 @@ class Segment:
                     positions.append(append(header))
                     append(value)
                     offset += 1
-                    pending += FRAME_OVERHEAD + len(value)
-                    if pending >= _WRITE_CHUNK:
-                        store.flush()
-                        pending = 0
-                store.flush()
             else:
                 i = 0
                 while i < n:
@@ -306,7 +314,6 @@ class Segment:
                         j += 1
                     enc = encode_batch(records[i:j], first + i, store.size, now_ms, consensus_index)
                     store.append_encoded(enc.data)
-                    store.flush()
                     positions += enc.positions
                     max_ts = max(max_ts, enc.max_timestamp_ms)
                     i = j
@@ -323,47 +330,78 @@ class Segment:
         """Append one record (timestamp already resolved) at `next_offset`.
 
         The lean path of `Log.append`, in the same order as `append_batch`:
-        frame written to the file (one pwrite), then its index entry. Returns
-        `is_maxed` afterwards (whether the caller should roll), cheaply.
+        frame copied into the store's map (no syscall), then its index entry.
+        Returns `is_maxed` afterwards (whether the caller should roll), cheaply.
         """
         store = self.store
         index = self.index
-        pos = store.size
+        pos = store._size
         size = FRAME_OVERHEAD + len(value)
-        if index.entries >= index.max_entries or pos + size > self.config.max_store_bytes:
+        end = pos + size
+        rel = index.entries
+        max_store = self._max_store_bytes
+        max_entries = self._max_entries
+        if rel >= max_entries or end > max_store:
             raise SegmentFull(self.base_offset)
-        watermark = self.watermark_ms() if self._watermark is None else self._watermark
+        watermark = self._watermark
+        if watermark is None:
+            watermark = self.watermark_ms()
         offset = self.next_offset
+        # Store and index writes inlined (this is the hot path of Log.append),
+        # by their rules: see Store.append_encoded and Index.write.
         if size < _BIG_VALUE:
-            store.append_encoded(
-                encode_frame(value, offset, term, timestamp_ms, consensus_index, rtype)
-            )
+            body = _pack_body(offset, term, timestamp_ms, consensus_index, rtype) + value
+            if end > store._mapped:
+                store.reserve(end)  # DiskFull here: nothing written
+            mm = store._mm
+            mm[pos + FRAME_PREFIX_SIZE : end] = body
+            _pack_prefix_into(mm, pos, size - FRAME_PREFIX_SIZE, crc32c(body))
+            store._size = end
+            if end >= store.release_at:
+                store.release()
         else:  # as _write_chunked: no copy of the value into a frame first
             store.append_encoded(
                 encode_frame_header(value, offset, term, timestamp_ms, consensus_index, rtype)
             )
-            store.append_encoded(value)
-        store.flush()  # raises LogWriteError with the file already cut back
-        index.write_many([pos])
+            try:
+                store.append_encoded(value)
+            except BaseException:
+                store.truncate(pos)  # the header alone must not stay
+                raise
+        _pack_entry_into(index._mm, rel * INDEX_ENTRY_WIDTH, rel, pos)
+        index.entries = rel + 1
         self.next_offset = offset + 1
         self.last_consensus_index = consensus_index
         if timestamp_ms > watermark:
             self._watermark = timestamp_ms
-        self._bytes_since_time_entry += size
-        if self._bytes_since_time_entry >= self.config.time_index_interval_bytes:
+        since = self._bytes_since_time_entry + size
+        self._bytes_since_time_entry = since
+        if since >= self._time_interval:
             self._add_time_entry(flush=False)
-        return pos + size >= self.config.max_store_bytes or index.entries >= index.max_entries
+        return end >= max_store or rel + 1 >= max_entries
 
     def flush(self) -> None:
         self.store.flush()
 
     def sync(self) -> None:
-        """fdatasync what append_batch flushed (it flushes before returning).
+        """fdatasync the store: every append made so far, through the map too.
 
-        Safe without the log's lock: it never touches the store's buffer, which
-        an append may be filling at the same moment (see Store.sync).
+        Safe without the log's lock: it never touches the mapping, which an
+        append may be writing further on at the same moment (see Store.sync).
         """
-        self.store.sync(flush=False)
+        self.store.sync()
+
+    def activate(self) -> None:
+        """Pre-allocate the store to max_store_bytes (the active segment).
+
+        Raises DiskFull when there is no room; nothing is written then. Stores
+        that are not activated allocate on their first append instead.
+        """
+        self.store.reserve()
+
+    def seal(self) -> None:
+        """Cut the store file to its frames (a segment that takes no more appends)."""
+        self.store.seal()
 
     # -- reading --------------------------------------------------------------
 

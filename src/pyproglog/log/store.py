@@ -1,15 +1,32 @@
-"""The store: an append-only file of checksummed frames.
+"""The store: an append-only file of checksummed frames, written through a memory map.
 
-Appends collect in an in-process buffer and reach the file on `flush()` (the
-log flushes at the end of every append call, so an acknowledged append is in
-the kernel and survives the process being killed). `sync()` is the fsync that
-makes it survive a power loss. A failed flush cuts the file back to the last
-whole write, so a half-written frame never stays behind.
+While a store takes appends its file is pre-allocated (posix_fallocate, not a
+sparse ftruncate) and mapped, and an append is a copy into the mapping: no
+system call. The pages belong to the kernel's page cache from the moment they
+are written, so an acknowledged append survives the process being killed.
+`sync()` (fdatasync, which writes back pages dirtied through the map too) makes
+it survive a power loss.
+
+Because the space is allocated before it is mapped, a store through the map
+never faults (SIGBUS) for lack of disk space; growing the allocation is a
+syscall that fails cleanly with DiskFull instead, before anything is written.
+
+Bytes after the logical end are always zero: a clean close (and `seal()`) cuts
+the file to its logical size, and `truncate` zeroes what it drops from a mapped
+store, so a dropped or torn frame can never later be read as a valid one. A file
+found longer than its frames (not closed cleanly) is cut back by the segment's
+recovery with `truncate`, which zeroes whatever is not zero after the end.
+
+`Segment.append_one` (the hot path of `Log.append`) writes one frame into the
+map itself, by the same rules as `append_encoded`: `reserve` first when the
+frame would run past the mapping, copy, then advance `_size`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import mmap
 import os
 import threading
 
@@ -18,10 +35,27 @@ from crc32c import crc32c
 from pyproglog.log.errors import CorruptSegment, LogClosed, write_error_from
 from pyproglog.log.format import FRAME_PREFIX, STORE_HEADER_SIZE, STORE_MAGIC
 
+_ZERO_CHUNK = bytes(1 << 20)
+# A standalone store (no capacity given) grows its allocation in steps of this.
+_DEFAULT_GROWTH = 1 << 20
+# Pages written through the map count in the process's resident set (as file
+# pages) for as long as they stay mapped. Every this many bytes appended, the
+# store unmaps what lies behind the write position (MADV_DONTNEED: for a shared
+# file mapping the pages, dirty or not, stay in the page cache and go to disk as
+# usual), so that RSS does not grow with the active segment.
+RELEASE_EVERY = 8 << 20
+
 
 class Store:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, capacity: int = 0) -> None:
+        """Open (or create) the store at `path`.
+
+        `capacity` is how much the file is pre-allocated to when it first has to
+        grow (a segment passes its max_store_bytes); the store never refuses an
+        append for lack of capacity, it grows its allocation instead.
+        """
         self.path = path
+        self.capacity = capacity
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             size = os.fstat(fd).st_size
@@ -33,6 +67,7 @@ class Store:
                 size = STORE_HEADER_SIZE
             elif os.pread(fd, STORE_HEADER_SIZE, 0) != STORE_MAGIC:
                 raise CorruptSegment(path, 0, "not a proglog store file (bad magic)")
+            mm = mmap.mmap(fd, size)
         except OSError as exc:
             os.close(fd)
             raise write_error_from(exc, f"opening {path}") from exc
@@ -40,34 +75,180 @@ class Store:
             os.close(fd)
             raise
         self._fd = fd
-        self._flushed = size
-        self._buf = bytearray()
+        self._mm = mm
+        # Length of the mapping, which is always the length of the file.
+        self._mapped = size
+        # Logical size: the end of the last frame. Until the segment's recovery
+        # has looked at the file, everything in it counts.
+        self._size = size
+        # Appends past this position release the written pages from the map.
+        self.release_at = size + RELEASE_EVERY
         self._closed = False
-        # Serialises fsync against close: a sync racing a segment roll must not
-        # fsync a closed (and perhaps reused) descriptor.
+        # Serialises fsync against close and remapping: a sync racing a segment
+        # roll must not fsync a closed (and perhaps reused) descriptor.
         self._io_lock = threading.Lock()
 
     @property
     def size(self) -> int:
-        """Logical size: flushed bytes plus what is still buffered."""
-        return self._flushed + len(self._buf)
+        """Logical size: the header plus every frame appended."""
+        return self._size
 
     @property
     def flushed_size(self) -> int:
-        return self._flushed
+        """The same as `size`: nothing is ever buffered in the process."""
+        return self._size
+
+    @property
+    def allocated_size(self) -> int:
+        """Length of the file (pre-allocated room included)."""
+        return self._mapped
+
+    # -- writing ---------------------------------------------------------------
+
+    def reserve(self, end: int = 0) -> None:
+        """Make the file at least max(`end`, capacity) bytes, allocated, and map it.
+
+        Raises DiskFull (nothing written, the store unchanged) when there is no space.
+        """
+        if self._closed:
+            raise LogClosed()
+        want = max(end, self.capacity)
+        if want <= self._mapped:
+            return
+        if end > self.capacity:
+            want = max(end, self._mapped + _DEFAULT_GROWTH)
+        with self._io_lock:
+            try:
+                os.posix_fallocate(self._fd, 0, want)
+                # The old map is not closed: a reader may still hold it. It goes
+                # when the last reference does (and stays valid until then).
+                mm = mmap.mmap(self._fd, want)
+            except OSError as exc:
+                # Whatever fallocate managed to add is zeros past the end; give it back.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._mapped)
+                raise write_error_from(exc, f"allocating {self.path}") from exc
+            self._mm = mm
+            self._mapped = want
 
     def append(self, body: bytes) -> tuple[int, int]:
-        """Frame `body` (length + CRC-32C prefix) and buffer it: (bytes written, position)."""
-        pos = self.size
-        self._buf += FRAME_PREFIX.pack(len(body), crc32c(body))
-        self._buf += body
-        return FRAME_PREFIX.size + len(body), pos
+        """Frame `body` (length + CRC-32C prefix) and write it: (bytes written, position)."""
+        frame = FRAME_PREFIX.pack(len(body), crc32c(body)) + body
+        return len(frame), self.append_encoded(frame)
 
     def append_encoded(self, frames: bytes | bytearray) -> int:
-        """Buffer frames already encoded by `format.encode_batch`; their start position."""
-        pos = self.size
-        self._buf += frames
+        """Write frames already encoded (see `format`) after the last one; their position.
+
+        One copy into the mapping. Only the allocation of more room (rare: when
+        the file is not yet pre-allocated) can fail, with nothing written.
+        """
+        pos = self._size
+        end = pos + len(frames)
+        if end > self._mapped:
+            self.reserve(end)
+        self._mm[pos:end] = frames
+        self._size = end
+        if end >= self.release_at:
+            self.release()
         return pos
+
+    def release(self) -> None:
+        """Unmap the pages behind the write position (see RELEASE_EVERY); data stays."""
+        stop = self._size - self._size % mmap.PAGESIZE
+        if stop:
+            self._mm.madvise(mmap.MADV_DONTNEED, 0, stop)
+        self.release_at = self._size + RELEASE_EVERY
+
+    def flush(self) -> None:
+        """Nothing to do: appends are in the page cache as soon as they are made."""
+        if self._closed:
+            raise LogClosed()
+
+    def sync(self, flush: bool = True) -> None:
+        """fdatasync: the durability point for data in this file.
+
+        fdatasync writes back the pages dirtied through the map as well. It
+        never touches the mapping, so it is safe from any thread (group commit)
+        while an append writes further on. `flush` is kept for compatibility.
+        """
+        with self._io_lock:
+            if self._closed:
+                return
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise write_error_from(exc, f"syncing {self.path}") from exc
+
+    def truncate(self, size: int) -> bool:
+        """Drop everything after `size` bytes (a frame boundary).
+
+        The dropped bytes are zeroed in the mapping rather than cut from the
+        file, so that no stale frame can come back (not even after a later
+        append of the same length and a crash) and the file keeps its
+        allocation. Zeroing needs no new space. Right after opening, the logical
+        size is the whole file, so the segment's recovery zeroes whatever a
+        crash left after the last valid frame, torn frame included. Call
+        `sync()` afterwards to make the cut durable. Returns whether any
+        non-zero byte was dropped.
+        """
+        if self._closed:
+            raise LogClosed()
+        size = max(size, STORE_HEADER_SIZE)
+        if size >= self._size:
+            return False
+        stop = self._size
+        self._size = size
+        return self._zero(size, stop)
+
+    def _zero(self, start: int, stop: int) -> bool:
+        """Zero every non-zero byte in [start, stop); whether there was one.
+
+        Allocated but never written ranges are holes to SEEK_DATA on most
+        filesystems, so a crash-left file of mostly pre-allocated zeroes is not
+        read through; elsewhere it is compared a chunk at a time.
+        """
+        mm = self._mm
+        fd = self._fd
+        found = False
+        pos = start
+        while pos < stop:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+                hole = os.lseek(fd, data, os.SEEK_HOLE)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but holes from pos on
+                    break
+                data, hole = pos, stop  # no SEEK_DATA here: compare everything
+            end = min(hole, stop)
+            at = data
+            while at < end:
+                n = min(len(_ZERO_CHUNK), end - at)
+                if mm[at : at + n] != _ZERO_CHUNK[:n]:
+                    mm[at : at + n] = _ZERO_CHUNK[:n]
+                    found = True
+                at += n
+            if end <= pos:
+                break
+            pos = end
+        return found
+
+    def seal(self) -> None:
+        """Cut the file to its frames and map just those (a sealed segment's store).
+
+        The next append (after truncate_after made this store active again)
+        pre-allocates again. Best effort: a failure leaves the store as it was.
+        """
+        if self._closed or self._mapped == self._size:
+            return
+        with self._io_lock:
+            try:
+                os.ftruncate(self._fd, self._size)
+                self._mm = mmap.mmap(self._fd, self._size)
+                self._mapped = self._size
+            except OSError:
+                pass
+
+    # -- reading ---------------------------------------------------------------
 
     def read(self, pos: int) -> bytes:
         """The body of the frame at `pos`, checksum verified."""
@@ -87,71 +268,39 @@ class Store:
         return body
 
     def read_at(self, pos: int, n: int) -> bytes:
-        if self._closed:
-            raise LogClosed()
-        if pos + n > self._flushed and self._buf:
-            self.flush()
-        return os.pread(self._fd, n, pos)
+        """Up to `n` bytes from `pos`, never past the logical end.
 
-    def flush(self) -> None:
-        if not self._buf:
-            return
-        if self._closed:
-            raise LogClosed()
-        view = memoryview(self._buf)
-        written = 0
-        try:
-            while written < len(view):
-                written += os.pwrite(self._fd, view[written:], self._flushed + written)
-        except OSError as exc:
-            # Nothing half-written may stay: cut back to the last whole flush.
-            # Shrinking needs no space, so this works on a full disk too.
-            view.release()
-            # Rebind rather than clear(): a slice of the buffer may still be
-            # referenced from the exception's traceback, and a bytearray with
-            # exported views cannot be resized.
-            self._buf = bytearray()
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._flushed)
-            raise write_error_from(exc, f"writing {self.path}") from exc
-        view.release()
-        self._flushed += written
-        self._buf.clear()
-
-    def sync(self, flush: bool = True) -> None:
-        """Flush, then fdatasync: the durability point for data in this file.
-
-        `flush=False` syncs only what is already flushed. The buffer belongs to
-        the writer, so a sync from another thread (group commit) must pass it:
-        two concurrent flushes would write the same bytes twice and count them
-        twice in the file size.
+        From the active (pre-allocated) store a slice of the map, whose pages
+        the appends release again (see RELEASE_EVERY); from a sealed one a
+        pread, so that reading old segments does not pile their pages up in
+        the resident set for as long as the segment is open.
         """
-        if flush:
-            self.flush()
-        with self._io_lock:
-            if self._closed:
-                return
+        if self._closed:
+            raise LogClosed()
+        end = min(pos + n, self._size)
+        if self._mapped > end:
             try:
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                raise write_error_from(exc, f"syncing {self.path}") from exc
+                return self._mm[pos:end]
+            except ValueError:  # the map was closed under us by close()
+                raise LogClosed() from None
+        if pos >= end:
+            return b""
+        return os.pread(self._fd, end - pos, pos)
 
-    def truncate(self, size: int) -> None:
-        """Cut the file to `size` bytes (a frame boundary), dropping anything buffered."""
-        self._buf.clear()
-        size = max(size, STORE_HEADER_SIZE)
-        try:
-            os.ftruncate(self._fd, size)
-        except OSError as exc:
-            raise write_error_from(exc, f"truncating {self.path}") from exc
-        self._flushed = size
+    # -- lifecycle --------------------------------------------------------------
 
     def close(self) -> None:
+        """Unmap and cut the file to its frames: the mark of a clean close."""
         if self._closed:
             return
-        try:
-            self.flush()
-        finally:
-            with self._io_lock:
-                self._closed = True
+        with self._io_lock:
+            self._closed = True
+            with contextlib.suppress(BufferError):  # nothing exports the map
+                self._mm.close()
+            try:
+                if self._mapped != self._size:
+                    os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass  # left long: the next open finds the end by recovery
+            finally:
                 os.close(self._fd)
