@@ -188,14 +188,17 @@ def test_consume_follow_with_max_exits_by_itself(addr: str) -> None:
             follower.wait()
 
 
-def test_consume_into_a_closed_pipe_stops_quietly(addr: str) -> None:
-    proglog("produce", "--addr", addr, input="".join(f"{'x' * 100} {i}\n" for i in range(3000)))
+def test_consume_into_a_closed_pipe_stops_quietly(addr: str, server_process: ServerProcess) -> None:
+    produced = proglog(
+        "produce", "--addr", addr, input="".join(f"{'x' * 100} {i}\n" for i in range(3000))
+    )
+    assert produced.returncode == 0, (produced.stderr, "".join(server_process.output))
     reader = popen("consume", "--addr", addr)
     assert reader.stdout is not None and reader.stderr is not None
-    reader.stdout.readline()
+    assert reader.stdout.readline().startswith("0\t")
     reader.stdout.close()  # like `| head -1`
     assert reader.wait(STEP) != 0
-    assert reader.stderr.read() == ""
+    assert reader.stderr.read() == "", "".join(server_process.output)
 
 
 # -- servers / info -------------------------------------------------------------------
