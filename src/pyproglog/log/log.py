@@ -87,6 +87,8 @@ class Log:
         self._closed = False
         self._listeners: list[AppendListener] = []
         self.stats = LogStats()
+        # Set when an fsync fails: see _sync_upto.
+        self._sync_failure: LogWriteError | None = None
         # Group commit bookkeeping: appends are numbered; fsyncs cover a prefix.
         self._sync_cond = threading.Condition()
         self._written_seq = 0
@@ -197,6 +199,8 @@ class Log:
         with self._lock:
             if self._closed:
                 raise LogClosed()
+            if self._sync_failure is not None:
+                raise self._refused()
             active = self._segments[-1]
             offset = active.next_offset
             try:
@@ -240,6 +244,8 @@ class Log:
         now = _now_ms()
         with self._lock:
             self._check_open()
+            if self._sync_failure is not None:
+                raise self._refused()
             first = self._segments[-1].next_offset
             try:
                 self._write_locked(records, value_bytes, now, consensus_index)
@@ -304,6 +310,8 @@ class Log:
     def _sync_upto(self, seq: int) -> None:
         with self._sync_cond:
             while self._synced_seq < seq:
+                if self._sync_failure is not None:
+                    raise self._refused()
                 if not self._syncing:
                     self._syncing = True
                     break
@@ -316,8 +324,20 @@ class Log:
                 target = self._written_seq
                 active = self._segments[-1]
             started = time.perf_counter()
-            with self.stats.sync_hook():
-                active.sync()
+            try:
+                with self.stats.sync_hook():
+                    active.sync()
+            except LogWriteError as exc:
+                # After a failed fsync the kernel may have dropped the dirty
+                # pages and a retry can "succeed" without the data (Linux
+                # reports the error once). What was acknowledged as synced can
+                # no longer be promised, so the log takes no more writes until
+                # it is reopened and recovered from what is really on disk.
+                self._sync_failure = LogWriteError(
+                    f"{exc}; the log refuses appends until it is reopened", exc.errno
+                )
+                _log.error("fsync failed, appends refused until reopen: %s", exc)
+                raise self._sync_failure from exc
             self.stats.record_sync(time.perf_counter() - started)
             synced = True
         finally:
@@ -326,6 +346,12 @@ class Log:
                 if synced:
                     self._synced_seq = max(self._synced_seq, target)
                 self._sync_cond.notify_all()
+
+    def _refused(self) -> LogWriteError:
+        # A fresh exception each time: re-raising one instance would grow its traceback.
+        failure = self._sync_failure
+        assert failure is not None
+        return LogWriteError(str(failure), failure.errno)
 
     def sync(self) -> None:
         """Force everything appended so far to stable storage."""
@@ -351,8 +377,8 @@ class Log:
                     self._sync_upto(seq)
             except LogClosed:
                 return
-            except LogWriteError as exc:
-                _log.error("background sync failed: %s", exc)
+            except LogWriteError:
+                return  # _sync_upto logged it; the log now refuses appends
 
     # -- reading ----------------------------------------------------------------
 
