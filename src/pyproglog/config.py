@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -49,7 +50,8 @@ class Settings(BaseSettings):
     node_name: str = Field(default_factory=socket.gethostname)
     bind_addr: str = "127.0.0.1:8401"
     rpc_port: int = Field(default=8400, ge=0, le=65535)
-    start_join_addrs: list[str] = Field(default_factory=list)
+    # NoDecode: from the environment it is "a:1,b:2", split below, not JSON.
+    start_join_addrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
     bootstrap: bool | None = None
     acl_model_file: Path | None = None
     acl_policy_file: Path | None = None
