@@ -31,7 +31,7 @@ from pyproglog.auth.asgi import TLSH11Protocol
 from pyproglog.auth.errors import SecurityError
 from pyproglog.auth.tls import ServerTLS, TLSFiles
 from pyproglog.config import Settings
-from pyproglog.log import Log
+from pyproglog.log import Log, LogError
 from pyproglog.observability import NodeMetrics, ObservabilityInterceptor, Tracing
 from pyproglog.observability.grpc_interceptor import REQUEST_LOGGER
 from pyproglog.observability.logging import configure_logging, level_number
@@ -46,6 +46,7 @@ _log = logging.getLogger("pyproglog.agent")
 # Room for a maximal batch/fetch message on top of the record size limit.
 _MESSAGE_SLACK = 64 * 1024
 _FINAL_GRACE_SECONDS = 1.0
+_RETENTION_PERIOD_SECONDS = 60.0
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -73,6 +74,7 @@ class Agent:
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Future[None] | None = None
         self._servicer: LogServicer | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer | None = None
         self.server_tls: ServerTLS | None = None
 
@@ -96,12 +98,30 @@ class Agent:
             tracer=self.tracing if self.tracing.enabled else None,
         )
         self.service.start()
+        if s.retention_bytes is not None or s.retention_ms is not None:
+            self._retention_task = asyncio.create_task(
+                self._apply_retention_periodically(), name="proglog-retention"
+            )
         await self._start_grpc(limits)
         if s.http_host_port is not None:
             await self._start_http()
         assert self._health is not None
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _apply_retention_periodically(self) -> None:
+        # The log applies retention when it rolls; an idle log never rolls, so
+        # age-based retention also needs a clock.
+        assert self.log is not None
+        while True:
+            await asyncio.sleep(_RETENTION_PERIOD_SECONDS)
+            try:
+                removed = await asyncio.to_thread(self.log.apply_retention)
+            except LogError as exc:
+                _log.error("retention pass failed: %s", exc)
+                continue
+            if removed:
+                _log.info("retention removed %d segment(s)", removed)
 
     def _load_security(self) -> None:
         """TLS and ACL material from the settings; SecurityError when unusable."""
@@ -266,6 +286,10 @@ class Agent:
             await self._grpc.stop(min(max(0.0, deadline - loop.time()), _FINAL_GRACE_SECONDS))
         if self._http_task is not None:
             await self._http_task
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
         if self.service is not None:
             await self.service.close()
         if self.log is not None:
