@@ -324,6 +324,11 @@ class LogService:
             yield self._consumed(batch)
             offset = batch[-1].offset + 1
 
+    @property
+    def next_offset(self) -> int:
+        """The offset the next record will get (the high watermark)."""
+        return self.log.next_offset
+
     def info(self) -> LogInfo:
         return self.log.info()
 

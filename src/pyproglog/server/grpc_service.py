@@ -109,19 +109,27 @@ _Unary = Callable[["LogServicer", _Req, grpc.aio.ServicerContext], Awaitable[_Re
 _Streaming = Callable[["LogServicer", _Req, grpc.aio.ServicerContext], AsyncIterator[_Resp]]
 
 
-def _tracked(method: _Unary[_Req, _Resp]) -> _Unary[_Req, _Resp]:
+def _rpc(method: _Unary[_Req, _Resp]) -> _Unary[_Req, _Resp]:
+    """Count the call as in flight and turn any error into its gRPC status."""
+
     @functools.wraps(method)
     async def wrapper(self: LogServicer, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
         self.in_flight.enter()
         try:
             return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort_for(context, exc)
         finally:
             self.in_flight.leave()
 
     return wrapper
 
 
-def _tracked_stream(method: _Streaming[_Req, _Resp]) -> _Streaming[_Req, _Resp]:
+def _rpc_stream(method: _Streaming[_Req, _Resp]) -> _Streaming[_Req, _Resp]:
+    """`_rpc` for methods that answer with a stream."""
+
     @functools.wraps(method)
     async def wrapper(
         self: LogServicer, request: _Req, context: grpc.aio.ServicerContext
@@ -130,6 +138,10 @@ def _tracked_stream(method: _Streaming[_Req, _Resp]) -> _Streaming[_Req, _Resp]:
         try:
             async for item in method(self, request, context):
                 yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort_for(context, exc)
         finally:
             self.in_flight.leave()
 
@@ -150,38 +162,27 @@ class LogServicer(log_pb2_grpc.LogServicer):
             with contextlib.suppress(asyncio.QueueFull):
                 answers.put_nowait(None)
 
-    @_tracked
+    @_rpc
     async def Produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
-        try:
-            offset = await self._service.produce([request.record])
-        except Exception as exc:
-            await abort_for(context, exc)
-        return log_pb2.ProduceResponse(offset=offset)
+        return log_pb2.ProduceResponse(offset=await self._service.produce([request.record]))
 
-    @_tracked
+    @_rpc
     async def Consume(
         self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ConsumeResponse:
-        try:
-            rec = self._service.read(request.offset)
-        except Exception as exc:
-            await abort_for(context, exc)
-        return log_pb2.ConsumeResponse(record=to_pb(rec))
+        return log_pb2.ConsumeResponse(record=to_pb(self._service.read(request.offset)))
 
-    @_tracked_stream
+    @_rpc_stream
     async def ConsumeStream(
         self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[log_pb2.ConsumeResponse]:
-        try:
-            async for batch in self._service.tail(request.offset):
-                for rec in batch:
-                    yield log_pb2.ConsumeResponse(record=to_pb(rec))
-        except Exception as exc:
-            await abort_for(context, exc)
+        async for batch in self._service.tail(request.offset):
+            for rec in batch:
+                yield log_pb2.ConsumeResponse(record=to_pb(rec))
 
-    @_tracked_stream
+    @_rpc_stream
     async def ProduceStream(
         self,
         request_iterator: AsyncIterator[log_pb2.ProduceRequest],
@@ -210,8 +211,6 @@ class LogServicer(log_pb2_grpc.LogServicer):
             if self._service.closing:
                 raise ShuttingDown()
             await reader  # surfaces an error of the request stream itself
-        except Exception as exc:
-            await abort_for(context, exc)
         finally:
             self._produce_streams.discard(answers)
             reader.cancel()
@@ -220,7 +219,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
                 if pending is not None and not pending.done():
                     pending.cancel()
 
-    @_tracked
+    @_rpc
     async def GetServers(
         self, request: log_pb2.GetServersRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetServersResponse:
@@ -231,59 +230,45 @@ class LogServicer(log_pb2_grpc.LogServicer):
             ]
         )
 
-    @_tracked
+    @_rpc
     async def ProduceBatch(
         self, request: log_pb2.ProduceBatchRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceBatchResponse:
-        try:
-            first = await self._service.produce(request.records)
-        except Exception as exc:
-            await abort_for(context, exc)
+        first = await self._service.produce(request.records)
         n = len(request.records)
         return log_pb2.ProduceBatchResponse(base_offset=first, last_offset=first + n - 1, count=n)
 
-    @_tracked
-    async def Fetch(
-        self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
-    ) -> log_pb2.FetchResponse:
-        try:
-            records = await self._service.fetch(
-                request.offset, request.max_records, request.max_bytes, request.max_wait_ms
-            )
-        except Exception as exc:
-            await abort_for(context, exc)
+    def _fetch_response(self, records: Sequence[Record], offset: int) -> log_pb2.FetchResponse:
         resp = log_pb2.FetchResponse(
-            next_offset=records[-1].offset + 1 if records else request.offset,
-            high_watermark=self._service.log.next_offset,
+            next_offset=records[-1].offset + 1 if records else offset,
+            high_watermark=self._service.next_offset,
         )
         _fill(records, resp.records)
         return resp
 
-    @_tracked_stream
+    @_rpc
+    async def Fetch(
+        self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.FetchResponse:
+        records = await self._service.fetch(
+            request.offset, request.max_records, request.max_bytes, request.max_wait_ms
+        )
+        return self._fetch_response(records, request.offset)
+
+    @_rpc_stream
     async def ConsumeBatchStream(
         self, request: log_pb2.ConsumeBatchStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[log_pb2.FetchResponse]:
-        try:
-            async for batch in self._service.tail(
-                request.offset, request.max_records, request.max_bytes
-            ):
-                resp = log_pb2.FetchResponse(
-                    next_offset=batch[-1].offset + 1,
-                    high_watermark=self._service.log.next_offset,
-                )
-                _fill(batch, resp.records)
-                yield resp
-        except Exception as exc:
-            await abort_for(context, exc)
+        async for batch in self._service.tail(
+            request.offset, request.max_records, request.max_bytes
+        ):
+            yield self._fetch_response(batch, request.offset)
 
-    @_tracked
+    @_rpc
     async def GetLogInfo(
         self, request: log_pb2.GetLogInfoRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetLogInfoResponse:
-        try:
-            info = self._service.info()
-        except Exception as exc:
-            await abort_for(context, exc)
+        info = self._service.info()
         return log_pb2.GetLogInfoResponse(
             lowest_offset=info.lowest_offset,
             highest_offset=max(info.highest_offset, 0),
@@ -291,19 +276,17 @@ class LogServicer(log_pb2_grpc.LogServicer):
             empty=info.empty,
             segment_count=info.segment_count,
             size_bytes=info.size_bytes,
+            # Single node: everything appended is committed; the cluster reports its own.
             commit_offset=max(info.highest_offset, 0),
         )
 
-    @_tracked
+    @_rpc
     async def GetOffsetForTimestamp(
         self, request: log_pb2.GetOffsetForTimestampRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetOffsetForTimestampResponse:
-        try:
-            offset = self._service.offset_for_timestamp(request.timestamp_ms)
-            if offset is None:
-                return log_pb2.GetOffsetForTimestampResponse(
-                    offset=self._service.log.next_offset, found=False
-                )
-        except Exception as exc:
-            await abort_for(context, exc)
+        offset = self._service.offset_for_timestamp(request.timestamp_ms)
+        if offset is None:
+            return log_pb2.GetOffsetForTimestampResponse(
+                offset=self._service.next_offset, found=False
+            )
         return log_pb2.GetOffsetForTimestampResponse(offset=offset, found=True)
