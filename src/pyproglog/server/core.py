@@ -289,10 +289,10 @@ class LogService:
         list after the wait.
         """
         n, nbytes = self._clamp(max_records, max_bytes)
-        info = self.log.info()
-        if offset < info.lowest_offset or offset > info.next_offset:
-            raise OffsetOutOfRange(offset, info.lowest_offset, info.next_offset)
-        if offset == info.next_offset:
+        lowest, next_offset = self.log.lowest_offset, self.log.next_offset
+        if offset < lowest or offset > next_offset:
+            raise OffsetOutOfRange(offset, lowest, next_offset)
+        if offset == next_offset:
             wait = min(max_wait_ms, self.limits.max_wait_ms) / 1000
             if wait <= 0 or not await self.wait_for_offset(offset, wait):
                 return []
