@@ -48,7 +48,7 @@ def test_data_survives_close_and_reopen(tmp_path):
         assert f.read(STORE_HEADER_SIZE) == STORE_MAGIC
 
     store = Store(path)
-    assert store.size == store.flushed_size == size
+    assert store.size == size
     for pos, body in zip(positions, PAYLOADS, strict=True):
         assert store.read(pos) == body
     # Appends continue after the old data.
@@ -75,11 +75,10 @@ def test_appends_are_in_the_file_at_once(tmp_path):
     assert os.path.getsize(path) == STORE_HEADER_SIZE
     n1, p1 = store.append(b"a" * 100)
     n2, p2 = store.append(b"b" * 50)
-    assert store.flushed_size == store.size == STORE_HEADER_SIZE + n1 + n2
+    assert store.size == STORE_HEADER_SIZE + n1 + n2
     assert _file_bytes(path, p1 + FRAME_PREFIX_SIZE, 100) == b"a" * 100
     assert _file_bytes(path, p2 + FRAME_PREFIX_SIZE, 50) == b"b" * 50
     assert store.read(p2) == b"b" * 50
-    store.flush()  # nothing to do
     store.close()
     assert os.path.getsize(path) == STORE_HEADER_SIZE + n1 + n2
 
@@ -118,7 +117,7 @@ def test_sync_fdatasyncs_what_was_written_through_the_map(tmp_path, monkeypatch)
     assert os.path.getsize(path) == STORE_HEADER_SIZE + n
 
 
-def test_close_flushes(tmp_path):
+def test_close_cuts_the_file_to_its_frames(tmp_path):
     path = str(tmp_path / "s.store")
     store = Store(path)
     n, pos = store.append(b"closing")
@@ -180,7 +179,7 @@ def test_truncate_zeroes_what_it_drops(tmp_path):
     store.append(b"dropped too")
     end = store.size
     assert store.truncate(p2)
-    assert store.size == store.flushed_size == p2
+    assert store.size == p2
     # The dropped frames are zeroes in the file, not stale frames a crash could revive.
     assert _file_bytes(path, p2, end - p2) == bytes(end - p2)
     assert store.read(p1) == b"keep"

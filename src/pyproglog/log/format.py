@@ -111,14 +111,6 @@ def encode_batch(
     return EncodedBatch(buf, positions, max_ts)
 
 
-def encode_frame(
-    value: bytes, offset: int, term: int, timestamp_ms: int, consensus_index: int, rtype: int
-) -> bytes:
-    """One whole frame (prefix + body): the single-record append path."""
-    body = BODY_HEADER.pack(offset, term, timestamp_ms, consensus_index, rtype) + value
-    return FRAME_PREFIX.pack(len(body), crc32c(body)) + body
-
-
 def encode_frame_header(
     value: bytes, offset: int, term: int, timestamp_ms: int, consensus_index: int, rtype: int
 ) -> bytes:
@@ -131,23 +123,7 @@ def encode_frame_header(
 
 
 class FrameError(Exception):
-    """Raised by the decoders; callers turn it into CorruptSegment or a torn-tail cut."""
-
-
-def frame_length(prefix: bytes | memoryview) -> tuple[int, int]:
-    """(body length, crc) from the 8-byte frame prefix."""
-    length, crc = FRAME_PREFIX.unpack(prefix)
-    if length < BODY_HEADER.size:
-        raise FrameError(f"frame length {length} is shorter than the record header")
-    return length, crc
-
-
-def decode_body(body: bytes | memoryview, crc: int) -> tuple[Record, int]:
-    """(record, consensus_index) from a frame body whose checksum must equal `crc`."""
-    if crc32c(body) != crc:
-        raise FrameError("checksum mismatch")
-    offset, term, ts, cidx, rtype = BODY_HEADER.unpack_from(body)
-    return Record(bytes(body[BODY_HEADER.size :]), offset, term, rtype, ts), cidx
+    """Raised by `decode_frame`; the segment turns it into CorruptSegment."""
 
 
 def decode_frame(frame: bytes, expected_offset: int) -> Record:

@@ -235,7 +235,7 @@ class Log:
         """
         if not records:
             raise ValueError("append_batch needs at least one record")
-        limit = self.config.max_record_bytes
+        limit = self._max_record_bytes
         value_bytes = sum(map(len, map(_value_of, records)))  # one C-speed pass
         if value_bytes > limit:  # else no record can be too large
             biggest = max(map(len, map(_value_of, records)))
@@ -255,7 +255,7 @@ class Log:
             self._written_seq += 1
             seq = self._written_seq
             next_offset = self._segments[-1].next_offset
-        if self.config.sync_policy is SyncPolicy.ALWAYS:
+        if self._sync_always:
             self._sync_upto(seq)
         for listener in self._listeners:
             listener(next_offset)
@@ -361,9 +361,10 @@ class Log:
         self._sync_upto(seq)
 
     def flush(self) -> None:
+        """Nothing to do (kept for callers): every append is in the kernel's page
+        cache when it returns, see `sync` for stable storage. LogClosed if closed."""
         with self._lock:
             self._check_open()
-            self._segments[-1].flush()
 
     def _interval_sync(self) -> None:
         interval = self.config.sync_interval_ms / 1000
@@ -418,10 +419,11 @@ class Log:
                 more = self._segment_for(nxt).read_range(
                     nxt, max_records - len(out), max_bytes - size
                 )
-                if sum(len(r.value) + FRAME_OVERHEAD for r in more) + size > max_bytes:
+                more_size = sum(len(r.value) + FRAME_OVERHEAD for r in more)
+                if size + more_size > max_bytes:
                     break
                 out += more
-                size += sum(len(r.value) + FRAME_OVERHEAD for r in more)
+                size += more_size
             return out
 
     @property
@@ -492,9 +494,7 @@ class Log:
         """
         with self._lock:
             self._check_open()
-            for seg in self._segments:
-                seg.flush()
-            parts = [(seg.store, seg.store.flushed_size) for seg in self._segments]
+            parts = [(seg.store, seg.store.size) for seg in self._segments]
         return _SegmentsReader(parts)
 
     # -- shrinking --------------------------------------------------------------
@@ -570,7 +570,7 @@ class Log:
             raise LogClosed()
 
     def close(self) -> None:
-        """Flush, sync (unless the policy is NEVER) and close every file."""
+        """Sync the active segment (unless the policy is NEVER) and close every file."""
         with self._lock:
             if self._closed:
                 return

@@ -86,7 +86,7 @@ class Segment:
 
     def _frame_at(self, rel: int, pos: int) -> tuple[int, int] | None:
         """(frame end, consensus index) if a whole valid frame for `rel` starts at `pos`."""
-        size = self.store.flushed_size
+        size = self.store.size
         if pos + FRAME_OVERHEAD > size:
             return None
         prefix = self.store.read_at(pos, FRAME_PREFIX.size)
@@ -109,8 +109,9 @@ class Segment:
         """
         index, store = self.index, self.store
         n = index.entries
-        # A process crash can leave index entries for frames whose buffered
-        # bytes never reached the file, or zeroes; walk back to a frame that is real.
+        # After a power loss the index's pages may have reached the disk and the
+        # store's not (the kernel writes them back in any order), or a damaged
+        # file may point anywhere: walk back to an entry whose frame is real.
         end = STORE_HEADER_SIZE
         while n > 0:
             _, pos = index.read(n - 1)
@@ -123,7 +124,7 @@ class Segment:
         if n != index.entries:
             index.truncate(n)
         # Index whatever whole frames follow (those the index had not recorded yet).
-        size = store.flushed_size
+        size = store.size
         while end < size:
             chunk = store.read_at(end, min(_SCAN_CHUNK, size - end))
             records, consumed = decode_frames(chunk, self.base_offset + n)
@@ -221,7 +222,7 @@ class Segment:
         total = total_bytes
         if total is None:
             total = sum(map(len, map(_value_of, records))) + n * FRAME_OVERHEAD
-        if start + total > self.config.max_store_bytes:
+        if start + total > self._max_store_bytes:
             raise SegmentFull(self.base_offset)
         watermark = self.watermark_ms()
         first = self.next_offset
@@ -239,7 +240,7 @@ class Segment:
         self.last_consensus_index = consensus_index
         self._watermark = max(watermark, max_ts)
         self._bytes_since_time_entry += total
-        if self._bytes_since_time_entry >= self.config.time_index_interval_bytes:
+        if self._bytes_since_time_entry >= self._time_interval:
             self._add_time_entry()
         return first
 
@@ -289,18 +290,15 @@ class Segment:
             if total >= n * (FRAME_OVERHEAD + _BIG_VALUE):
                 # Big values go into the store's map as they are, after their
                 # frame header: one copy fewer than encoding whole frames first.
-                append = store.append_encoded
+                append_split = self._append_split
                 offset = first
                 for rec in records:
-                    value = rec.value
                     ts = rec.timestamp_ms or now_ms
                     if ts > max_ts:
                         max_ts = ts
-                    header = encode_frame_header(
-                        value, offset, rec.term, ts, consensus_index, rec.type
+                    positions.append(
+                        append_split(rec.value, offset, rec.term, ts, consensus_index, rec.type)
                     )
-                    positions.append(append(header))
-                    append(value)
                     offset += 1
             else:
                 i = 0
@@ -323,6 +321,28 @@ class Segment:
                     store.truncate(start)
             raise
         return positions, max_ts
+
+    def _append_split(
+        self,
+        value: bytes,
+        offset: int,
+        term: int,
+        timestamp_ms: int,
+        consensus_index: int,
+        rtype: int,
+    ) -> int:
+        """Write one frame as its header, then `value` as it is; its position.
+
+        For big values: one copy fewer than encoding the whole frame first. Not
+        atomic: if the value cannot be written the header stays, and the caller
+        cuts the store back.
+        """
+        store = self.store
+        pos = store.append_encoded(
+            encode_frame_header(value, offset, term, timestamp_ms, consensus_index, rtype)
+        )
+        store.append_encoded(value)
+        return pos
 
     def append_one(
         self, value: bytes, term: int, rtype: int, timestamp_ms: int, consensus_index: int
@@ -359,14 +379,12 @@ class Segment:
             store._size = end
             if end >= store.release_at:
                 store.release()
-        else:  # as _write_chunked: no copy of the value into a frame first
-            store.append_encoded(
-                encode_frame_header(value, offset, term, timestamp_ms, consensus_index, rtype)
-            )
+        else:
             try:
-                store.append_encoded(value)
+                self._append_split(value, offset, term, timestamp_ms, consensus_index, rtype)
             except BaseException:
-                store.truncate(pos)  # the header alone must not stay
+                if store._size > pos:
+                    store.truncate(pos)  # the header alone must not stay
                 raise
         _pack_entry_into(index._mm, rel * INDEX_ENTRY_WIDTH, rel, pos)
         index.entries = rel + 1
@@ -379,9 +397,6 @@ class Segment:
         if since >= self._time_interval:
             self._add_time_entry(flush=False)
         return end >= max_store or rel + 1 >= max_entries
-
-    def flush(self) -> None:
-        self.store.flush()
 
     def sync(self) -> None:
         """fdatasync the store: every append made so far, through the map too.
@@ -426,16 +441,16 @@ class Segment:
             )
         end = index.position(rel + 1) if rel + 1 < entries else size  # _end_of, inlined
         if pos < end <= size:
-            try:  # one pread; offset and checksum verified
+            try:  # one read (see Store.read_at); offset and checksum verified
                 return decode_frame(store.read_at(pos, end - pos), offset)
             except FrameError:
                 pass
         # The next index entry (our end) may be what is wrong: go by the frame's own length.
-        prefix = self.store.read_at(pos, FRAME_PREFIX.size)
+        prefix = store.read_at(pos, FRAME_PREFIX.size)
         if len(prefix) == FRAME_PREFIX.size:
             end = pos + FRAME_PREFIX.size + FRAME_PREFIX.unpack(prefix)[0]
             if end <= size:
-                records, _ = decode_frames(self.store.read_at(pos, end - pos), offset)
+                records, _ = decode_frames(store.read_at(pos, end - pos), offset)
                 if records:
                     return records[0]
         raise CorruptSegment(self.store.path, pos, f"no valid frame for offset {offset}")

@@ -61,7 +61,7 @@ class Store:
             size = os.fstat(fd).st_size
             if size < STORE_HEADER_SIZE:
                 # New file, or a crash between creating it and writing its header.
-                if os.pread(fd, size, 0) != STORE_MAGIC[:size]:
+                if size and os.pread(fd, size, 0) != STORE_MAGIC[:size]:
                     raise CorruptSegment(path, 0, "not a proglog store file")
                 os.pwrite(fd, STORE_MAGIC, 0)
                 size = STORE_HEADER_SIZE
@@ -91,11 +91,6 @@ class Store:
     @property
     def size(self) -> int:
         """Logical size: the header plus every frame appended."""
-        return self._size
-
-    @property
-    def flushed_size(self) -> int:
-        """The same as `size`: nothing is ever buffered in the process."""
         return self._size
 
     @property
@@ -159,17 +154,12 @@ class Store:
             self._mm.madvise(mmap.MADV_DONTNEED, 0, stop)
         self.release_at = self._size + RELEASE_EVERY
 
-    def flush(self) -> None:
-        """Nothing to do: appends are in the page cache as soon as they are made."""
-        if self._closed:
-            raise LogClosed()
-
-    def sync(self, flush: bool = True) -> None:
+    def sync(self) -> None:
         """fdatasync: the durability point for data in this file.
 
         fdatasync writes back the pages dirtied through the map as well. It
         never touches the mapping, so it is safe from any thread (group commit)
-        while an append writes further on. `flush` is kept for compatibility.
+        while an append writes further on.
         """
         with self._io_lock:
             if self._closed:

@@ -47,10 +47,6 @@ class TimeIndex:
         if len(wms) * TIME_ENTRY_WIDTH != size:
             os.ftruncate(self._fd, len(wms) * TIME_ENTRY_WIDTH)
 
-    @property
-    def loaded(self) -> bool:
-        return self._watermarks is not None
-
     def last(self) -> tuple[int, int] | None:
         assert self._watermarks is not None
         if not self._watermarks:
