@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,14 @@ import pytest
 from pyproglog.agent import Agent
 from pyproglog.api.v1 import log_pb2_grpc
 from pyproglog.auth.acl import EXAMPLE_MODEL, EXAMPLE_POLICY
-from pyproglog.auth.certs import CertPaths, init_dir, load_ca, make_ca, make_client_cert
+from pyproglog.auth.certs import (
+    CertPaths,
+    init_dir,
+    load_ca,
+    make_ca,
+    make_client_cert,
+    make_server_cert,
+)
 from tests.harness import started_agent
 
 
@@ -134,7 +141,30 @@ def files(pki: PKI, tmp_path: Path) -> SecureFiles:
     )
 
 
+def rotate_ca(files: SecureFiles, new: Path) -> Identity:
+    """Replace the node's CA and server certificate with a new CA's (made in `new`).
+
+    Returns a root client of the new CA; the node serves it after reload_security().
+    """
+    new.mkdir()
+    ca = make_ca("rotated CA")
+    ca.write(new / "ca.pem", new / "ca-key.pem")
+    make_client_cert(ca, "root").write(new / "root.pem", new / "root-key.pem")
+    shutil.copy(new / "ca.pem", files.ca)
+    make_server_cert(ca).write(files.cert, files.key)
+    return Identity(new / "ca.pem", new / "root.pem", new / "root-key.pem")
+
+
 running = started_agent  # the name the tests here import it by
+
+
+@contextmanager
+def log_unchanged(node: Agent) -> Iterator[None]:
+    """Asserts that what runs inside leaves the node's log as it was."""
+    assert node.service is not None
+    before = node.service.info()
+    yield
+    assert node.service.info() == before
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,20 @@ from grpc_status import rpc_status
 from pyproglog.agent import Agent
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.auth.acl import Authorizer
-from pyproglog.auth.certs import make_ca, make_client_cert, make_server_cert
 from pyproglog.auth.errors import SecurityError
 from pyproglog.auth.tls import ServerTLS, TLSFiles
 from pyproglog.config import Settings
 from pyproglog.server.grpc_authz import METHOD_ACTIONS, AuthInterceptor
 from pyproglog.server.grpc_service import SERVICE_NAME
-from tests.auth.conftest import PKI, Identity, SecureFiles, running, stub_for
+from tests.auth.conftest import (
+    PKI,
+    Identity,
+    SecureFiles,
+    log_unchanged,
+    rotate_ca,
+    running,
+    stub_for,
+)
 
 STEP = 10.0  # deadline for anything that should happen at once
 
@@ -54,11 +60,16 @@ async def consume(stub: Stub) -> Any:
     return await stub.Consume(log_pb2.ConsumeRequest(offset=0), timeout=STEP)
 
 
-async def consume_stream(stub: Stub) -> Any:
-    call = stub.ConsumeStream(log_pb2.ConsumeRequest(offset=0), timeout=STEP)
+async def first_then_cancel(call: Any) -> Any:
     first = await call.read()
     call.cancel()
     return first
+
+
+async def consume_stream(stub: Stub) -> Any:
+    return await first_then_cancel(
+        stub.ConsumeStream(log_pb2.ConsumeRequest(offset=0), timeout=STEP)
+    )
 
 
 async def fetch(stub: Stub) -> Any:
@@ -66,10 +77,9 @@ async def fetch(stub: Stub) -> Any:
 
 
 async def consume_batch_stream(stub: Stub) -> Any:
-    call = stub.ConsumeBatchStream(log_pb2.ConsumeBatchStreamRequest(offset=0), timeout=STEP)
-    first = await call.read()
-    call.cancel()
-    return first
+    return await first_then_cancel(
+        stub.ConsumeBatchStream(log_pb2.ConsumeBatchStreamRequest(offset=0), timeout=STEP)
+    )
 
 
 async def log_info(stub: Stub) -> Any:
@@ -129,15 +139,13 @@ async def test_root_may_call(method: str, secure_agent: Agent, pki: PKI) -> None
 @pytest.mark.parametrize("method", sorted(CALLS))
 async def test_nobody_is_denied_without_effect(method: str, secure_agent: Agent, pki: PKI) -> None:
     await seed(secure_agent, pki)
-    assert secure_agent.service is not None
-    before = secure_agent.service.info()
     call, action, _ = CALLS[method]
-    async with stub_for(secure_agent, pki.nobody) as stub:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call(stub)
-    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert err.value.details() == f"nobody not permitted to {action} to *"
-    assert secure_agent.service.info() == before
+    with log_unchanged(secure_agent):
+        async with stub_for(secure_agent, pki.nobody) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call(stub)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert err.value.details() == f"nobody not permitted to {action} to *"
 
 
 async def test_denial_carries_a_localized_message(secure_agent: Agent, pki: PKI) -> None:
@@ -163,25 +171,21 @@ async def test_health_is_open_to_any_verified_client(secure_agent: Agent, pki: P
 
 @pytest.mark.parametrize("who", ["anonymous", "stranger", "expired"])
 async def test_unverifiable_clients_cannot_connect(who: str, secure_agent: Agent, pki: PKI) -> None:
-    assert secure_agent.service is not None
-    before = secure_agent.service.info()
     identity: Identity = getattr(pki, who)
-    async with stub_for(secure_agent, identity) as stub:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await produce(stub)
-    # The handshake fails: there is no call to answer with a status of its own.
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert secure_agent.service.info() == before
+    with log_unchanged(secure_agent):
+        async with stub_for(secure_agent, identity) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await produce(stub)
+        # The handshake fails: there is no call to answer with a status of its own.
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_plaintext_client_cannot_talk_to_a_tls_server(secure_agent: Agent) -> None:
-    assert secure_agent.service is not None
-    before = secure_agent.service.info()
-    async with grpc.aio.insecure_channel(secure_agent.rpc_addr) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await produce(log_pb2_grpc.LogStub(channel))
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert secure_agent.service.info() == before
+    with log_unchanged(secure_agent):
+        async with grpc.aio.insecure_channel(secure_agent.rpc_addr) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await produce(log_pb2_grpc.LogStub(channel))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_without_client_certificates_the_acl_refuses_as_unauthenticated(
@@ -273,16 +277,7 @@ async def test_certificate_reload_serves_the_new_ca_and_rejects_a_broken_file(
     secure_agent: Agent, files: SecureFiles, pki: PKI, tmp_path: Path
 ) -> None:
     # A new CA with its own server and root certificates replaces the files.
-    new = tmp_path / "new"
-    new.mkdir()
-    ca = make_ca("rotated CA")
-    ca.write(new / "ca.pem", new / "ca-key.pem")
-    make_client_cert(ca, "root").write(new / "root.pem", new / "root-key.pem")
-    server = make_server_cert(ca)
-    new_root = Identity(new / "ca.pem", new / "root.pem", new / "root-key.pem")
-
-    shutil.copy(new / "ca.pem", files.ca)
-    server.write(files.cert, files.key)
+    new_root = rotate_ca(files, tmp_path / "new")
     secure_agent.reload_security()
     async with stub_for(secure_agent, new_root) as stub:
         assert (await produce(stub)).offset == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,16 @@ import pytest
 
 from pyproglog.agent import Agent
 from pyproglog.api.v1 import log_pb2
-from pyproglog.auth.certs import make_ca, make_client_cert, make_server_cert
 from pyproglog.auth.errors import SecurityError
-from tests.auth.conftest import PKI, Identity, SecureFiles, http_for, running, stub_for
+from tests.auth.conftest import (
+    PKI,
+    SecureFiles,
+    http_for,
+    log_unchanged,
+    rotate_ca,
+    running,
+    stub_for,
+)
 
 
 def b64(value: bytes) -> str:
@@ -65,19 +71,17 @@ async def test_root_may_use(route: str, secure_agent: Agent, pki: PKI) -> None:
 @pytest.mark.parametrize("route", sorted(ROUTES))
 async def test_nobody_is_denied_without_effect(route: str, secure_agent: Agent, pki: PKI) -> None:
     await seed(secure_agent, pki)
-    assert secure_agent.service is not None
-    before = secure_agent.service.info()
     method, path, options, action, _ = ROUTES[route]
-    async with http_for(secure_agent, pki.nobody) as client:
-        answer = await client.request(method, path, **options)
-    assert answer.status_code == 403
-    assert answer.json() == {
-        "error": {
-            "code": "PERMISSION_DENIED",
-            "message": f"nobody not permitted to {action} to *",
+    with log_unchanged(secure_agent):
+        async with http_for(secure_agent, pki.nobody) as client:
+            answer = await client.request(method, path, **options)
+        assert answer.status_code == 403
+        assert answer.json() == {
+            "error": {
+                "code": "PERMISSION_DENIED",
+                "message": f"nobody not permitted to {action} to *",
+            }
         }
-    }
-    assert secure_agent.service.info() == before
 
 
 async def test_api_description_is_open_to_any_verified_client(
@@ -91,22 +95,18 @@ async def test_api_description_is_open_to_any_verified_client(
 
 @pytest.mark.parametrize("who", ["anonymous", "stranger", "expired"])
 async def test_unverifiable_clients_cannot_connect(who: str, secure_agent: Agent, pki: PKI) -> None:
-    assert secure_agent.service is not None
-    before = secure_agent.service.info()
-    async with http_for(secure_agent, getattr(pki, who)) as client:
-        with pytest.raises(httpx.TransportError):
-            await client.post("/", json={"record": {"value": b64(b"x")}})
-    assert secure_agent.service.info() == before
+    with log_unchanged(secure_agent):
+        async with http_for(secure_agent, getattr(pki, who)) as client:
+            with pytest.raises(httpx.TransportError):
+                await client.post("/", json={"record": {"value": b64(b"x")}})
 
 
 async def test_plaintext_client_cannot_talk_to_a_tls_gateway(secure_agent: Agent) -> None:
-    assert secure_agent.service is not None
-    before = secure_agent.service.info()
     url = secure_agent.http_url.replace("https://", "http://")
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        with pytest.raises(httpx.TransportError):
-            await client.post("/", json={"record": {"value": b64(b"x")}})
-    assert secure_agent.service.info() == before
+    with log_unchanged(secure_agent):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            with pytest.raises(httpx.TransportError):
+                await client.post("/", json={"record": {"value": b64(b"x")}})
 
 
 async def test_without_client_certificates_the_acl_answers_401(
@@ -125,15 +125,7 @@ async def test_without_client_certificates_the_acl_answers_401(
 async def test_certificate_reload_applies_to_new_connections(
     secure_agent: Agent, files: SecureFiles, pki: PKI, tmp_path: Path
 ) -> None:
-    new = tmp_path / "new"
-    new.mkdir()
-    ca = make_ca("rotated CA")
-    ca.write(new / "ca.pem", new / "ca-key.pem")
-    make_client_cert(ca, "root").write(new / "root.pem", new / "root-key.pem")
-    new_root = Identity(new / "ca.pem", new / "root.pem", new / "root-key.pem")
-
-    shutil.copy(new / "ca.pem", files.ca)
-    make_server_cert(ca).write(files.cert, files.key)
+    new_root = rotate_ca(files, tmp_path / "new")
     secure_agent.reload_security()
     async with http_for(secure_agent, new_root) as client:
         assert (await client.get("/v1/info")).status_code == 200

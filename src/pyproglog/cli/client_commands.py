@@ -55,6 +55,7 @@ Timeout = Annotated[
     ),
 ]
 Json = Annotated[bool, Opt("--json", help="One JSON object per line")]
+JsonObject = Annotated[bool, Opt("--json", help="As a JSON object")]
 
 
 @contextlib.contextmanager
@@ -298,7 +299,7 @@ def servers(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     timeout: Timeout = 5.0,
-    json_out: Annotated[bool, Opt("--json", help="As a JSON object")] = False,
+    json_out: JsonObject = False,
 ) -> None:
     """List the cluster's servers (GetServers)."""
     with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
@@ -346,7 +347,7 @@ def info(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     timeout: Timeout = 5.0,
-    json_out: Annotated[bool, Opt("--json", help="As a JSON object")] = False,
+    json_out: JsonObject = False,
 ) -> None:
     """Show the log's offsets, segments and size (highest is null when empty)."""
     with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:

@@ -12,7 +12,7 @@ the action's data: before each response of a consuming stream, before each
 request of a producing stream is handed on. So a revocation also ends open
 streams, without a record passing after it.
 
-This module and asgi.py are the glue between the authorizer and the front ends:
+This module and http_authz.py are the glue between the authorizer and the front ends:
 they report a denial with the server's error types, so both transports word it
 the same way (status.py maps them to PERMISSION_DENIED / 403, UNAUTHENTICATED / 401).
 """
@@ -69,6 +69,21 @@ def subject_of(context: Context) -> str | None:
     return names[0].decode("utf-8", "replace") if names else None
 
 
+def denial(
+    authorizer: Authorizer,
+    subject: str,
+    actions: tuple[str, ...],
+    on_denial: DenialHook | None = None,
+) -> PermissionDenied | None:
+    """None when `subject` may perform one of `actions`; else the denial, told to `on_denial`."""
+    if any(authorizer.allowed(subject, a) for a in actions):
+        return None
+    action = " or ".join(actions)
+    if on_denial is not None:
+        on_denial(action)
+    return PermissionDenied(subject, action, OBJECT)
+
+
 class _Check:
     """The decision for one call: its subject and actions, re-evaluated on a policy change."""
 
@@ -92,13 +107,10 @@ class _Check:
         generation = self._authorizer.generation
         if generation == self._generation:
             return None
-        if any(self._authorizer.allowed(self._subject, a) for a in self._actions):
+        denied = denial(self._authorizer, self._subject, self._actions, self._on_denial)
+        if denied is None:
             self._generation = generation
-            return None
-        action = " or ".join(self._actions)
-        if self._on_denial is not None:
-            self._on_denial(action)
-        return PermissionDenied(self._subject, action, OBJECT)
+        return denied
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

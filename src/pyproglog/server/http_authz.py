@@ -17,9 +17,9 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pyproglog.auth.acl import CONSUME, OBJECT, PRODUCE, Authorizer
-from pyproglog.auth.errors import NO_CERTIFICATE, PermissionDenied, Unauthenticated
-from pyproglog.server.grpc_authz import DenialHook
+from pyproglog.auth.acl import CONSUME, PRODUCE, Authorizer
+from pyproglog.auth.errors import NO_CERTIFICATE, Unauthenticated
+from pyproglog.server.grpc_authz import DenialHook, denial
 from pyproglog.server.status import error_status
 
 OPEN_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/metrics"})
@@ -62,21 +62,20 @@ class ACLMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        actions = route_actions(scope["method"], scope["path"])
-        if actions:
-            subject = subject_of(scope)
-            error: Exception | None = None
-            if subject is None:
-                error = Unauthenticated(NO_CERTIFICATE)
-            elif not any(self.authorizer.allowed(subject, a) for a in actions):
-                action = " or ".join(actions)
-                if self.on_denial is not None:
-                    self.on_denial(action)
-                error = PermissionDenied(subject, action, OBJECT)
-            if error is not None:
-                await _send_error(send, error)
-                return
+        error = self._refusal(route_actions(scope["method"], scope["path"]), scope)
+        if error is not None:
+            await _send_error(send, error)
+            return
         await self.app(scope, receive, send)
+
+    def _refusal(self, actions: tuple[str, ...], scope: Scope) -> Exception | None:
+        """Why the request may not pass; None when it may (an open route needs no subject)."""
+        if not actions:
+            return None
+        subject = subject_of(scope)
+        if subject is None:
+            return Unauthenticated(NO_CERTIFICATE)
+        return denial(self.authorizer, subject, actions, self.on_denial)
 
 
 async def _send_error(send: Send, error: Exception) -> None:
