@@ -12,7 +12,7 @@ import concurrent.futures
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,31 @@ class ThreadedNode:
         return self.agent.rpc_addr
 
 
+def when_waiting(node: ThreadedNode, action: Callable[[], object]) -> threading.Thread:
+    """Run `action` in a thread once the server next waits for a new record (no sleeps).
+
+    Arm it before the call whose wait it is for: a wait that began earlier is not seen.
+    """
+    service = node.agent.service
+    assert service is not None
+    original = service.wait_for_offset
+    waiting = threading.Event()
+
+    async def spy(offset: int, timeout: float | None) -> bool:
+        waiting.set()
+        return await original(offset, timeout)
+
+    service.wait_for_offset = spy  # type: ignore[method-assign]
+
+    def run() -> None:
+        assert waiting.wait(STEP), "the server never started waiting"
+        action()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ThreadedNode]:
     n = ThreadedNode(tmp_path / "data").start()
@@ -136,7 +161,7 @@ def test_fetch_reads_a_range(client: Client) -> None:
     assert res.high_watermark == 10
 
 
-def test_fetch_at_the_end_long_polls(client: Client) -> None:
+def test_fetch_at_the_end_long_polls(node: ThreadedNode, client: Client) -> None:
     client.produce(b"a")
     start = time.monotonic()
     res = client.fetch(1, max_wait_ms=300)
@@ -144,23 +169,20 @@ def test_fetch_at_the_end_long_polls(client: Client) -> None:
     assert res.next_offset == 1
     assert time.monotonic() - start >= 0.25
 
-    def produce_later() -> None:
-        time.sleep(0.2)
-        client.produce(b"b")
-
-    t = threading.Thread(target=produce_later)
-    t.start()
+    t = when_waiting(node, lambda: client.produce(b"b"))
     res = client.fetch(1, max_wait_ms=int(STEP * 1000))
     t.join()
     assert [r.value for r in res.records] == [b"b"]
 
 
-def test_tail_yields_existing_then_new_records(client: Client) -> None:
+def test_tail_yields_existing_then_new_records(node: ThreadedNode, client: Client) -> None:
     client.produce_batch([b"a", b"b"])
+    # Armed first: the server waits for offset 2 as soon as it has sent "b".
+    producer = when_waiting(node, lambda: client.produce(b"c"))
     stream = client.tail(1)
     assert next(stream).value == b"b"
-    threading.Timer(0.2, client.produce, (b"c",)).start()
     rec = next(stream)
+    producer.join()
     assert (rec.offset, rec.value) == (2, b"c")
     stream.close()
     # Closing cancelled the call; the client still works.
@@ -177,11 +199,12 @@ def test_tail_ends_with_unavailable_when_the_server_stops(
     node: ThreadedNode, client: Client
 ) -> None:
     client.produce(b"a")
+    stopper = when_waiting(node, node.stop)
     stream = client.tail(0)
     assert next(stream).value == b"a"
-    threading.Timer(0.2, node.stop).start()
     with pytest.raises(Unavailable) as info:
         next(stream)
+    stopper.join()
     assert not isinstance(info.value, Unreachable)
     assert "shutting down" in str(info.value)
 
