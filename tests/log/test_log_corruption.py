@@ -96,36 +96,76 @@ def assert_cut_and_writable(directory: Path, n: int, cfg: LogConfig = ONE_SEGMEN
 # -- torn or corrupted tail ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "where",
-    [0, 1, 3, 4, 7, 8, 15, 16, 24, 32, 40, FRAME_OVERHEAD, -1],
-    ids=lambda w: f"byte{w}",
-)
-def test_flipped_byte_in_last_frame_is_cut(tmp_path, where):
+LAST_FRAME_BYTES = [0, 1, 3, 4, 7, 8, 15, 16, 24, 32, 40, FRAME_OVERHEAD, -1]
+
+
+def assert_lost_and_writable(directory: Path, lost: set[int], n: int) -> None:
+    """Offsets 0..n-1 are taken: those in `lost` raise CorruptSegment naming the
+    offset, the others read back; the next append gets n (never a lost offset)."""
+    for reopened in (False, True):
+        with Log(directory, ONE_SEGMENT) as log:
+            assert log.next_offset == n + reopened
+            for off in range(n):
+                if off in lost:
+                    with pytest.raises(CorruptSegment, match=f"offset {off}"):
+                        log.read(off)
+                else:
+                    assert log.read(off).value == value(off)
+            if not reopened:
+                assert log.append(value(n)) == n
+            assert log.read(n).value == value(n)
+
+
+@pytest.mark.parametrize("where", LAST_FRAME_BYTES, ids=lambda w: f"byte{w}")
+def test_flipped_byte_in_last_frame_of_a_closed_log_is_damage_not_a_torn_tail(tmp_path, where):
+    """A clean close wrote every indexed frame whole: a bad last frame afterwards is
+    damage. Its offset stays taken (answering CorruptSegment), never handed out again."""
     make_log(tmp_path)
     last_pos, last_size = frames(store_path(tmp_path))[-1]
     flip(store_path(tmp_path), last_pos + (where % last_size))
-    assert_cut_and_writable(tmp_path, N - 1)
-    assert os.path.getsize(store_path(tmp_path)) == last_pos + FRAME_OVERHEAD + len(value(N - 1))
+    assert_lost_and_writable(tmp_path, {N - 1}, N)
+
+
+@pytest.mark.parametrize("where", LAST_FRAME_BYTES, ids=lambda w: f"byte{w}")
+def test_flipped_byte_in_last_frame_after_a_crash_is_cut(tmp_path, where):
+    """After a kill (index at its pre-allocated size) a bad last frame is a torn tail."""
+    log = Log(tmp_path / "live", ONE_SEGMENT)
+    for i in range(N):
+        log.append(value(i))
+    crashed = crash_copy(log, tmp_path / "crashed")
+    log.close()
+    last_pos, last_size = frames(store_path(tmp_path / "live"))[-1]
+    flip(store_path(crashed), last_pos + (where % last_size))
+    assert_cut_and_writable(crashed, N - 1)
 
 
 def test_store_cut_anywhere_in_the_last_frame_loses_only_that_frame(tmp_path):
     pristine = tmp_path / "pristine"
     make_log(pristine)
     last_pos, last_size = frames(store_path(pristine))[-1]
-    for cut in range(last_pos + 1, last_pos + last_size):
+    for cut in range(last_pos + 1, last_pos + last_size, 7):
         work = tmp_path / f"cut{cut}"
         shutil.copytree(pristine, work)
         os.truncate(store_path(work), cut)
-        assert_cut_and_writable(work, N - 1)
-        assert os.path.getsize(store_path(work)) == last_pos + FRAME_OVERHEAD + len(value(N - 1))
+        assert_lost_and_writable(work, {N - 1}, N)
 
 
-def test_store_cut_mid_frame_in_the_middle_keeps_the_prefix(tmp_path):
+def test_store_cut_mid_frame_in_the_middle_reports_the_lost_offsets(tmp_path, caplog):
     make_log(tmp_path)
     pos, size = frames(store_path(tmp_path))[2]
     os.truncate(store_path(tmp_path), pos + size // 2)
-    assert_cut_and_writable(tmp_path, 2)
+    assert_lost_and_writable(tmp_path, {2, 3, 4, 5}, N)
+    assert "offsets 2..5 are damaged or missing" in caplog.text
+
+
+def test_active_store_cut_to_a_few_bytes_says_what_was_lost(tmp_path, caplog):
+    make_log(tmp_path)
+    os.truncate(store_path(tmp_path), 4)
+    assert_lost_and_writable(tmp_path, set(range(N)), N)
+    assert f"offsets 0..{N - 1} are damaged or missing" in caplog.text
+    assert all(
+        r.levelname == "WARNING" for r in caplog.records if "damaged or missing" in r.message
+    )
 
 
 def test_torn_tail_after_a_crash_is_cut(tmp_path):
@@ -141,16 +181,25 @@ def test_torn_tail_after_a_crash_is_cut(tmp_path):
     assert_cut_and_writable(crashed, N - 1)
 
 
-def test_torn_tail_of_a_sealed_segment_never_leaves_a_gap(tmp_path):
+@pytest.mark.parametrize("crashed", [False, True], ids=["closed", "crashed"])
+def test_damaged_last_record_of_a_sealed_segment_costs_only_that_record(tmp_path, crashed):
     make_log(tmp_path, 12, SMALL)
     first = store_path(tmp_path, 0)
     last_pos, _ = frames(first)[-1]
     flip(first, last_pos + FRAME_OVERHEAD)  # offset 3, the last of segment 0
-    with Log(tmp_path, SMALL) as log:
-        # Offsets 4.. would follow a hole: they are dropped rather than served.
-        assert_prefix(log, 3)
-        assert log.append(value(3)) == 3
-        assert log.read(3).value == value(3)
+    if crashed:  # as a kill during the roll leaves it: index at its pre-allocated size
+        os.truncate(index_path(tmp_path, 0), SMALL.max_index_bytes * 4)
+    for _ in range(2):
+        with Log(tmp_path, SMALL) as log:
+            assert log.lowest_offset == 0
+            with pytest.raises(CorruptSegment, match="offset 3"):
+                log.read(3)
+            for off in [0, 1, 2, *range(4, log.next_offset)]:
+                assert log.read(off).value == value(off)
+            # Every later segment is kept, and offset 3 is never handed out again.
+            assert log.next_offset >= 12
+            log.append(value(log.next_offset))
+    assert store_path(tmp_path, 4).exists() and store_path(tmp_path, 8).exists()
 
 
 # -- crash-left indexes ----------------------------------------------------------------
@@ -232,14 +281,14 @@ def test_garbage_index_is_not_trusted(tmp_path):
 
 
 @pytest.mark.parametrize("byte", range(INDEX_ENTRY_WIDTH))
-def test_flipped_index_entry_in_the_middle_raises_corrupt(tmp_path, byte):
+def test_flipped_index_entry_in_the_middle_is_rebuilt_from_the_store(tmp_path, byte):
+    """The index is a cache: an entry that disagrees with its frame is rebuilt."""
     make_log(tmp_path)
     bad = 2
     flip(index_path(tmp_path), bad * INDEX_ENTRY_WIDTH + byte)
     with Log(tmp_path, ONE_SEGMENT) as log:
         assert log.next_offset == N
-        with pytest.raises(CorruptSegment):
-            log.read(bad)
+        assert log.read(bad).value == value(bad)
         # Its neighbours read fine.
         for off in range(N):
             if off != bad:
@@ -267,8 +316,7 @@ def test_index_entry_pointing_at_another_real_frame(tmp_path, target):
     struct.pack_into("<IQ", data, bad * INDEX_ENTRY_WIDTH, bad, positions[target])
     index_path(tmp_path).write_bytes(bytes(data))
     with Log(tmp_path, ONE_SEGMENT) as log:
-        with pytest.raises(CorruptSegment):
-            log.read(bad)
+        assert log.read(bad).value == value(bad)  # rebuilt from the store
         for start in range(bad + 1):
             for max_records in (1, 2, 3, 1000):
                 try:
@@ -298,11 +346,17 @@ def test_flipped_store_byte_in_the_middle_raises_corrupt(tmp_path, where):
             for off in range(N):
                 if off != bad:
                     assert log.read(off).value == value(off)
-            with pytest.raises(CorruptSegment):
-                log.read_range(0)
+            # A range read delivers up to the damage; the damaged offset itself
+            # raises, and a reader goes on from the offset after it.
+            assert [r.offset for r in log.read_range(0)] == list(range(bad))
+            with pytest.raises(CorruptSegment, match=f"offset {bad}"):
+                log.read_range(bad)
             with pytest.raises(CorruptSegment):
                 list(log.iter_records())
             assert [r.offset for r in log.read_range(bad + 1)] == list(range(bad + 1, N))
+            assert log.offset_for_timestamp(0) == 0
+            assert log.append(value(N)) == N  # a write-dead log was the old failure
+            log.truncate_after(N - 1)
 
 
 def test_store_without_magic_is_refused(tmp_path):

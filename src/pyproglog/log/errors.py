@@ -53,6 +53,23 @@ class CorruptSegment(LogError):
         self.reason = reason
 
 
+class MissingRecords(CorruptSegment):
+    """Offsets inside the log that no segment holds any more (a store file went missing).
+
+    A CorruptSegment, so callers that map "was here and is lost" (DATA_LOSS) need
+    not tell the two apart.
+    """
+
+    def __init__(self, path: str, first: int, last: int, reason: str) -> None:
+        what = f"offset {first} is" if first == last else f"offsets {first}..{last} are"
+        LogError.__init__(self, f"{what} lost: {reason}")
+        self.path = path
+        self.position = 0
+        self.reason = reason
+        self.first = first
+        self.last = last
+
+
 class LogWriteError(LogError):
     """A write or sync failed; the append had no effect and the log still serves reads."""
 

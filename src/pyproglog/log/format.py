@@ -129,6 +129,8 @@ class FrameError(Exception):
 def decode_frame(frame: bytes, expected_offset: int) -> Record:
     """The record in `frame`, which must be exactly one whole, valid frame for
     `expected_offset` (the random-read path: the index gives both ends)."""
+    if len(frame) < FRAME_OVERHEAD:
+        raise FrameError("frame shorter than a frame header")
     length, crc = FRAME_PREFIX.unpack_from(frame)
     if length < BODY_HEADER.size or len(frame) != FRAME_PREFIX_SIZE + length:
         raise FrameError("frame length does not match its index entries")

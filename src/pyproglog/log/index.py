@@ -27,13 +27,27 @@ _ZERO_PAGE = bytes(64 * 1024)
 
 
 class Index:
-    def __init__(self, path: str, max_bytes: int) -> None:
+    def __init__(self, path: str, max_bytes: int, sealed_entries: int | None = None) -> None:
+        """Open (or create) the index at `path`.
+
+        The active segment's index is pre-allocated to `max_bytes`. A sealed
+        segment's (`sealed_entries` given: how many records it must hold) only
+        gets the room those entries need: a cleanly closed one is mapped at its
+        own size and its file is neither grown nor cut.
+        """
         self.path = path
         self.max_entries = max_bytes // INDEX_ENTRY_WIDTH
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             size = os.fstat(fd).st_size
-            capacity = max(max_bytes, size - size % INDEX_ENTRY_WIDTH)
+            whole = size - size % INDEX_ENTRY_WIDTH
+            if sealed_entries is None:
+                capacity = max(max_bytes, whole)
+                closed_cleanly = size != capacity and size % INDEX_ENTRY_WIDTH == 0
+            else:
+                want = min(sealed_entries, self.max_entries) * INDEX_ENTRY_WIDTH
+                capacity = max(want, whole, INDEX_ENTRY_WIDTH)
+                closed_cleanly = size == want
             if size < capacity:
                 os.posix_fallocate(fd, 0, capacity)
             self._mm = mmap.mmap(fd, capacity)
@@ -41,11 +55,31 @@ class Index:
             os.close(fd)
             raise write_error_from(exc, f"allocating index {path}") from exc
         self._fd = fd
+        self._file_size = max(size, capacity)
         self.capacity = capacity // INDEX_ENTRY_WIDTH
         # A cleanly closed index is exactly its entries; anything else is probed.
-        self.closed_cleanly = size != capacity and size % INDEX_ENTRY_WIDTH == 0
+        self.closed_cleanly = closed_cleanly
         self.entries = self._probe(size // INDEX_ENTRY_WIDTH)
         self._closed = False
+
+    def reserve(self) -> None:
+        """Room for `max_entries` (a sealed segment made active again by truncate_after).
+
+        Raises DiskFull when there is no space; the index is unchanged then.
+        """
+        want = self.max_entries * INDEX_ENTRY_WIDTH
+        if self.capacity * INDEX_ENTRY_WIDTH >= want:
+            return
+        try:
+            os.posix_fallocate(self._fd, 0, want)
+            mm = mmap.mmap(self._fd, want)
+        except OSError as exc:
+            raise write_error_from(exc, f"allocating index {self.path}") from exc
+        self._mm.flush()
+        self._mm.close()
+        self._mm = mm
+        self.capacity = self.max_entries
+        self._file_size = want
 
     def _valid(self, i: int) -> bool:
         rel, pos = INDEX_ENTRY.unpack_from(self._mm, i * INDEX_ENTRY_WIDTH)
@@ -70,7 +104,7 @@ class Index:
 
     @property
     def free(self) -> int:
-        return max(0, self.max_entries - self.entries)
+        return max(0, min(self.max_entries, self.capacity) - self.entries)
 
     def read(self, i: int) -> tuple[int, int]:
         """Entry i as (relative offset, position); -1 is the last entry."""
@@ -122,6 +156,10 @@ class Index:
             index_run(k).pack_into(mm, (rel + i) * INDEX_ENTRY_WIDTH, *args)
         self.entries = rel + n
 
+    def set_position(self, i: int, pos: int) -> None:
+        """Rewrite entry i (a rebuild from the store found its frame elsewhere)."""
+        INDEX_ENTRY.pack_into(self._mm, i * INDEX_ENTRY_WIDTH, i, pos)
+
     def truncate(self, entries: int) -> None:
         """Keep the first `entries`; zero the rest so a later probe cannot find them."""
         start = entries * INDEX_ENTRY_WIDTH
@@ -140,6 +178,9 @@ class Index:
         self._mm.flush()
         self._mm.close()
         try:
-            os.ftruncate(self._fd, self.entries * INDEX_ENTRY_WIDTH)
+            # A sealed segment's index that is already exactly its entries is
+            # left alone (not even its mtime changes).
+            if self._file_size != self.entries * INDEX_ENTRY_WIDTH:
+                os.ftruncate(self._fd, self.entries * INDEX_ENTRY_WIDTH)
         finally:
             os.close(self._fd)

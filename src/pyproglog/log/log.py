@@ -22,6 +22,7 @@ import io
 import logging
 import operator
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,15 +30,19 @@ from dataclasses import dataclass
 
 from pyproglog.log.config import LogConfig, SyncPolicy
 from pyproglog.log.errors import (
+    CorruptSegment,
+    DiskFull,
     InvalidConfig,
     LogClosed,
     LogWriteError,
+    MissingRecords,
     OffsetOutOfRange,
     RecordTooLarge,
     SegmentFull,
 )
 from pyproglog.log.format import (
     FRAME_OVERHEAD,
+    INDEX_ENTRY_WIDTH,
     STORE_HEADER_SIZE,
     Record,
     RecordLike,
@@ -47,6 +52,10 @@ from pyproglog.log.stats import LogStats
 from pyproglog.log.store import Store
 
 _log = logging.getLogger("pyproglog.log")
+
+# The only names the log takes for its files (see segment_paths).
+_SEGMENT_FILE = re.compile(r"(\d{20})\.(store|index|timeindex)")
+_SEGMENT_SUFFIXES = (STORE_SUFFIX, ".index", ".timeindex")
 
 AppendListener = Callable[[int], None]
 
@@ -108,47 +117,168 @@ class Log:
     # -- opening ----------------------------------------------------------------
 
     def _open_segments(self) -> None:
-        bases = sorted(
-            int(name[: -len(STORE_SUFFIX)])
-            for name in os.listdir(self.directory)
-            if name.endswith(STORE_SUFFIX) and name[: -len(STORE_SUFFIX)].isdigit()
-        )
+        """Open every segment in the directory; never delete or shrink one.
+
+        Only files named `<20 digits>.store` are segments. Anything else that
+        looks like one (`x.store`, `0.store`, a `.store.bak` copy) is left as it
+        is, with a warning. A store file that holds nothing (no frames, no index
+        entries) is the active segment when it follows the last one, and is
+        otherwise ignored the same way: it is not a segment the log wrote.
+        Every segment but the last is sealed at the base of the next, so damage
+        in one never changes where another begins; offsets no segment holds
+        (a store file that went missing, a damaged tail) read as lost.
+        """
+        bases: list[int] = []
+        for name in sorted(os.listdir(self.directory)):
+            m = _SEGMENT_FILE.fullmatch(name)
+            if m is not None:
+                if m.group(2) == "store":
+                    bases.append(int(m.group(1)))
+            elif any(suffix in name for suffix in _SEGMENT_SUFFIXES):
+                _log.warning(
+                    "ignoring %s in %s: not a segment file name (<20 digits>.store); left as it is",
+                    name,
+                    self.directory,
+                )
+        holding = [b for b in bases if not self._holds_nothing(b)]
+        for orphan in self._orphan_bases():
+            if orphan > max(bases, default=-1):
+                # Not reopened: truncate_after removes a dropped segment store
+                # first, and a crash after that leaves the same files.
+                _log.warning(
+                    "%s has no store file: if that was the active segment's and "
+                    "it was lost, its offsets will be handed out again",
+                    segment_paths(self.directory, orphan)[1],
+                )
+        # After a roll and a clean close the active segment is empty and the one
+        # before it ends exactly at its base: that one is sealed too (opened
+        # without growing its index), when its clean index says so.
+        empty_active = bases[-1] if bases and bases[-1] not in holding else None
         try:
-            for i, base in enumerate(bases):
-                seg = Segment(self.directory, base, self.config)
-                if seg.is_empty and i + 1 < len(bases):
-                    # Only the active (last) segment is ever empty; an empty one
-                    # before others is a leftover of a roll that failed or was
-                    # cut short. It holds nothing: drop it, not what follows.
-                    _log.warning("removing empty leftover segment %d", base)
-                    seg.remove()
+            for i, base in enumerate(holding):
+                if i + 1 < len(holding):
+                    sealed_end: int | None = holding[i + 1]
+                elif empty_active is not None and self._indexed(base) == empty_active - base:
+                    sealed_end = empty_active
+                else:
+                    sealed_end = None
+                self._segments.append(Segment(self.directory, base, self.config, sealed_end))
+            for base in bases:
+                if base in holding:
                     continue
-                if self._segments and self._segments[-1].next_offset != base:
-                    # A hole (or overlap) can only come from lost data in an older
-                    # segment; keep the unbroken prefix rather than serve a gap.
-                    _log.error(
-                        "segment %d does not follow offset %d; dropping it and later segments",
-                        base,
-                        self._segments[-1].next_offset - 1,
+                end = self._segments[-1].next_offset if self._segments else None
+                if base == bases[-1] and (end is None or base == end):
+                    # The empty active segment of the last roll (or of a new log).
+                    self._segments.append(Segment(self.directory, base, self.config))
+                else:
+                    _log.warning(
+                        "ignoring %s: an empty store file that does not follow the log "
+                        "(next offset %s); left as it is",
+                        segment_paths(self.directory, base)[0],
+                        end,
                     )
-                    seg.remove()
-                    for later in bases[bases.index(base) + 1 :]:
-                        Segment(self.directory, later, self.config).remove()
-                    break
-                self._segments.append(seg)
             # Only the active segment keeps room allocated past its frames (a
             # crash during a roll can leave a sealed one long): cut the others.
             for seg in self._segments[:-1]:
                 seg.seal()
             if not self._segments:
                 self._segments.append(self._new_segment(self.config.initial_offset))
+        except DiskFull as exc:
+            for seg in self._segments:
+                seg.close()
+            raise self._disk_full(exc) from exc
         except BaseException:
             for seg in self._segments:
                 seg.close()
             raise
         self._bases = [s.base_offset for s in self._segments]
+        self._orphans = self._orphan_bases()
+        # Retention at open too: a node restarted on a full disk frees room
+        # before its first append needs it.
+        if self.config.retention_bytes is not None or self.config.retention_ms is not None:
+            removed = self._apply_retention_locked(_now_ms())
+            if removed:
+                _log.info("retention removed %d segment(s) on open", removed)
+        for seg, nxt in zip(self._segments, self._segments[1:], strict=False):
+            if seg.next_offset < nxt.base_offset:
+                _log.warning("%s", self._gap_error(seg, nxt))
+
+    def _indexed(self, base: int) -> int:
+        """Entries in a cleanly closed index file (its size says so); -1 otherwise."""
+        try:
+            size = os.path.getsize(segment_paths(self.directory, base)[1])
+        except FileNotFoundError:
+            return -1
+        if size % INDEX_ENTRY_WIDTH or size > self.config.max_index_bytes:
+            return -1
+        return size // INDEX_ENTRY_WIDTH
+
+    def _holds_nothing(self, base: int) -> bool:
+        store, index, _ = segment_paths(self.directory, base)
+        try:
+            if os.path.getsize(store) > STORE_HEADER_SIZE:
+                return False
+            return os.path.getsize(index) == 0
+        except FileNotFoundError:
+            return True
+
+    def _gap_error(self, seg: Segment, nxt: Segment) -> MissingRecords:
+        first, last = seg.next_offset, nxt.base_offset - 1
+        missing = [base for base in self._orphans if seg.base_offset < base < nxt.base_offset]
+        if missing:
+            why = f"store file {segment_paths(self.directory, missing[0])[0]} is missing"
+        else:
+            why = f"segment {seg.base_offset} ({seg.store.path}) ends before them"
+        return MissingRecords(seg.store.path, first, last, why)
+
+    def _orphan_bases(self) -> list[int]:
+        """Bases of index files without their store file (a store that went missing)."""
+        out = []
+        for name in os.listdir(self.directory):
+            m = _SEGMENT_FILE.fullmatch(name)
+            if m is not None and m.group(2) == "index":
+                base = int(m.group(1))
+                if not os.path.exists(segment_paths(self.directory, base)[0]):
+                    out.append(base)
+        return sorted(out)
+
+    def _free_space_locked(self) -> bool:
+        """Apply retention now (an append hit a full disk); whether a segment went."""
+        cfg = self.config
+        if cfg.retention_bytes is None and cfg.retention_ms is None:
+            return False
+        removed = self._apply_retention_locked(_now_ms())
+        _log.warning(
+            "disk full in %s: retention removed %d segment(s)%s",
+            self.directory,
+            removed,
+            ", retrying the append" if removed else "",
+        )
+        return removed > 0
+
+    def _disk_full_from(self, exc: DiskFull) -> DiskFull:
+        """A fresh error to raise (never `exc` itself: raising one instance twice
+        grows its traceback), with what a new segment needs."""
+        full = self._disk_full(exc)
+        return DiskFull(str(full), full.errno)
+
+    def _disk_full(self, exc: DiskFull) -> DiskFull:
+        """`exc` with what a new segment needs and which settings lower it."""
+        if "max_store_bytes" in str(exc):
+            return exc
+        cfg = self.config
+        return DiskFull(
+            f"{exc}; a new segment needs {cfg.max_store_bytes + cfg.max_index_bytes} bytes "
+            f"free (max_store_bytes={cfg.max_store_bytes} + max_index_bytes="
+            f"{cfg.max_index_bytes}; `proglog serve --segment-max-store-bytes` / "
+            f"`--segment-max-index-bytes` lower them, `--retention-bytes` / "
+            f"`--retention-ms` let old segments go)",
+            exc.errno,
+        )
 
     def _new_segment(self, base: int) -> Segment:
+        paths = segment_paths(self.directory, base)
+        existed = [os.path.exists(path) for path in paths]
         seg: Segment | None = None
         try:
             seg = Segment(self.directory, base, self.config)
@@ -156,16 +286,19 @@ class Log:
             if self.config.sync_policy is not SyncPolicy.NEVER:
                 seg.sync()
                 self._sync_directory()
-        except BaseException:
+        except BaseException as exc:
             # Leave nothing behind (e.g. when the disk is full): a stray store
-            # file would be taken for a segment by the next open.
+            # file would be taken for a segment by the next open. Only what
+            # this call created goes: a file that was there is not ours to delete.
             if seg is not None:
                 with contextlib.suppress(Exception):
-                    seg.remove()
-            else:
-                for path in segment_paths(self.directory, base):
+                    seg.close()
+            for path, was in zip(paths, existed, strict=True):
+                if not was:
                     with contextlib.suppress(OSError):
                         os.remove(path)
+            if isinstance(exc, DiskFull):
+                raise self._disk_full(exc) from exc
             raise
         return seg
 
@@ -208,9 +341,13 @@ class Log:
                     self._roll_locked()
             except SegmentFull:
                 offset = -1  # nothing written; the batch path rolls first
-            except LogWriteError:
+            except LogWriteError as exc:
                 self._drop_suffix_locked(offset - 1)
-                raise
+                if not isinstance(exc, DiskFull):
+                    raise
+                if not self._free_space_locked():
+                    raise self._disk_full_from(exc) from None
+                offset = -1  # space freed: the batch path tries again (once)
             else:
                 self._written_seq += 1
                 seq = self._written_seq
@@ -249,9 +386,19 @@ class Log:
             first = self._segments[-1].next_offset
             try:
                 self._write_locked(records, value_bytes, now, consensus_index)
-            except LogWriteError:
+            except LogWriteError as exc:
                 self._drop_suffix_locked(first - 1)
-                raise
+                if not isinstance(exc, DiskFull):
+                    raise
+                if not self._free_space_locked():
+                    raise self._disk_full_from(exc) from None
+                try:  # once: retention gave back space
+                    self._write_locked(records, value_bytes, now, consensus_index)
+                except LogWriteError as again:
+                    self._drop_suffix_locked(first - 1)
+                    if isinstance(again, DiskFull):
+                        raise self._disk_full_from(again) from None
+                    raise
             self._written_seq += 1
             seq = self._written_seq
             next_offset = self._segments[-1].next_offset
@@ -388,7 +535,11 @@ class Log:
         if i < 0 or offset >= self._segments[-1].next_offset:
             raise OffsetOutOfRange(offset, self._bases[0], self._segments[-1].next_offset)
         seg = self._segments[i]
-        if offset >= seg.next_offset:  # only possible for an empty active segment
+        if offset >= seg.next_offset:
+            if i + 1 < len(self._segments):
+                # Between a sealed segment's last record and the next segment:
+                # offsets that were handed out and are lost.
+                raise self._gap_error(seg, self._segments[i + 1])
             raise OffsetOutOfRange(offset, self._bases[0], self._segments[-1].next_offset)
         return seg
 
@@ -406,7 +557,11 @@ class Log:
     ) -> list[Record]:
         """Records from `offset` on: at most `max_records` and, past the first, `max_bytes`.
 
-        Raises OffsetOutOfRange when `offset` itself is not in the log.
+        Raises OffsetOutOfRange when `offset` itself is not in the log, and
+        CorruptSegment when the record at `offset` is damaged or lost. A damaged
+        record later in the range ends it: the records before it are returned,
+        and a reader that asks for the damaged offset next gets the error (and
+        can go on from the offset after it).
         """
         with self._lock:
             self._check_open()
@@ -416,9 +571,12 @@ class Log:
                 nxt = out[-1].offset + 1
                 if nxt >= self._segments[-1].next_offset:
                     break
-                more = self._segment_for(nxt).read_range(
-                    nxt, max_records - len(out), max_bytes - size
-                )
+                try:
+                    more = self._segment_for(nxt).read_range(
+                        nxt, max_records - len(out), max_bytes - size
+                    )
+                except CorruptSegment:
+                    break  # lost records: what came before them is returned
                 more_size = sum(len(r.value) + FRAME_OVERHEAD for r in more)
                 if size + more_size > max_bytes:
                     break
@@ -472,7 +630,9 @@ class Log:
             self._check_open()
             for seg in self._segments:
                 if not seg.is_empty and seg.watermark_ms() >= timestamp_ms:
-                    return seg.offset_for_timestamp(timestamp_ms)
+                    found = seg.offset_for_timestamp(timestamp_ms)
+                    if found is not None:  # None: the only such record was damaged
+                        return found
             return None
 
     def iter_records(self, start: int | None = None) -> Iterator[Record]:
@@ -533,6 +693,10 @@ class Log:
         # re-allocate its index, which fails on a full disk -- the very case in
         # which append_batch calls this to undo a failed write.)
         self._segments[-1].truncate_after(offset)
+        # A segment opened sealed has index room for its own entries only; on a
+        # full disk it stays so, and appends roll to a new segment instead.
+        with contextlib.suppress(LogWriteError):
+            self._segments[-1].index.reserve()
         if self.config.sync_policy is not SyncPolicy.NEVER:
             self._sync_directory()
 

@@ -39,6 +39,8 @@ STORE_SUFFIX = ".store"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 _SCAN_CHUNK = 4 * 1024 * 1024
+# How many damaged frames in a row recovery steps over by their length fields.
+_RESYNC_HOPS = 64
 # Batches bigger than this are written in pieces of about this size (see _write_chunked).
 _WRITE_CHUNK = 1024 * 1024
 _READ_CHUNK = 1024 * 1024  # the same for range reads (see _read_chunked)
@@ -50,28 +52,59 @@ _pack_prefix_into = FRAME_PREFIX.pack_into
 _pack_entry_into = INDEX_ENTRY.pack_into
 
 
+def _ranges(offsets: list[int], most: int = 8) -> str:
+    """`[1, 2, 3, 7]` as "1..3, 7" (the first `most` runs), for log lines."""
+    runs: list[tuple[int, int]] = []
+    for o in offsets:
+        if runs and runs[-1][1] == o - 1:
+            runs[-1] = (runs[-1][0], o)
+        else:
+            runs.append((o, o))
+    text = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs[:most])
+    return text + (f" and {len(runs) - most} more runs" if len(runs) > most else "")
+
+
 def segment_paths(directory: str, base_offset: int) -> tuple[str, str, str]:
     stem = os.path.join(directory, f"{base_offset:020d}")
     return stem + STORE_SUFFIX, stem + INDEX_SUFFIX, stem + TIME_INDEX_SUFFIX
 
 
 class Segment:
-    def __init__(self, directory: str, base_offset: int, config: LogConfig) -> None:
+    def __init__(
+        self,
+        directory: str,
+        base_offset: int,
+        config: LogConfig,
+        sealed_end: int | None = None,
+    ) -> None:
+        """Open (or create) the segment at `base_offset`.
+
+        `sealed_end` is the base of the next segment when there is one: this
+        segment is sealed, holds at most the offsets below it, and recovery
+        never cuts or zeroes anything in it (only the active segment can have a
+        torn tail).
+        """
         self.base_offset = base_offset
         self.config = config
         self._max_store_bytes = config.max_store_bytes
         self._time_interval = config.time_index_interval_bytes
         self._max_entries = config.max_index_entries
+        # Set once the index has been rebuilt from the store after a read failed.
+        self._rebuilt = False
         store_path, index_path, time_path = segment_paths(directory, base_offset)
         self.store = Store(store_path, config.max_store_bytes)
         try:
-            self.index = Index(index_path, config.max_index_bytes)
+            self.index = Index(
+                index_path,
+                config.max_index_bytes,
+                None if sealed_end is None else sealed_end - base_offset,
+            )
             try:
                 self.time_index = TimeIndex(time_path)
                 self.last_consensus_index = 0
                 self._watermark: int | None = None  # max timestamp in the segment; lazy
                 self._bytes_since_time_entry = 0
-                self._recover()
+                self._recover(sealed_end)
             except BaseException:
                 if hasattr(self, "time_index"):
                     self.time_index.close()
@@ -100,64 +133,116 @@ class Segment:
             return None
         return end, int(BODY_HEADER.unpack_from(frame, FRAME_PREFIX.size)[3])
 
-    def _recover(self) -> None:
-        """Make index and store agree on the longest valid prefix; cut the rest.
+    def _recover(self, sealed_end: int | None) -> None:
+        """Make index and store agree; cut a torn tail of the active segment.
 
         O(1) for a cleanly closed segment: only the last indexed frame is read.
-        After a crash, the unindexed tail of the store is scanned and indexed,
-        and a torn or corrupt tail is cut (never served).
+        A clean close means every indexed frame was written whole, so a frame
+        that fails now is damage: its offset stays taken and reads of it raise
+        CorruptSegment. After a crash, the unindexed tail of the store is
+        scanned and indexed (past a damaged frame when the next frame is
+        whole), and what cannot be read at its end is a torn tail: cut in the
+        active segment, left untouched in a sealed one.
         """
         index, store = self.index, self.store
-        n = index.entries
-        # After a power loss the index's pages may have reached the disk and the
-        # store's not (the kernel writes them back in any order), or a damaged
-        # file may point anywhere: walk back to an entry whose frame is real.
+        base = self.base_offset
+        stop = None if sealed_end is None else sealed_end - base
+        if stop is not None and index.entries > stop:
+            _log.warning(
+                "%s lists offsets up to %d, past the next segment (%d): entries ignored",
+                index.path,
+                base + index.entries - 1,
+                sealed_end,
+            )
+            index.truncate(stop)
+        listed = n = index.entries
         end = STORE_HEADER_SIZE
-        while n > 0:
+        size = store.size
+        if n and index.closed_cleanly:
             _, pos = index.read(n - 1)
             found = self._frame_at(n - 1, pos)
             if found is not None:
                 end, self.last_consensus_index = found
-                break
-            n -= 1
-        dirty = n != index.entries or not index.closed_cleanly
-        if n != index.entries:
-            index.truncate(n)
-        # Index whatever whole frames follow (those the index had not recorded yet).
-        size = store.size
-        while end < size:
-            chunk = store.read_at(end, min(_SCAN_CHUNK, size - end))
-            records, consumed = decode_frames(chunk, self.base_offset + n)
-            if not consumed:
-                # The next frame may simply be longer than the chunk.
-                if len(chunk) >= FRAME_PREFIX.size:
-                    length, _ = FRAME_PREFIX.unpack_from(chunk)
-                    if len(chunk) < FRAME_PREFIX.size + length <= size - end:
-                        chunk = store.read_at(end, FRAME_PREFIX.size + length)
-                        records, consumed = decode_frames(chunk, self.base_offset + n)
-                if not consumed:
+            else:
+                # Damaged, not torn: keep the offsets, and append after all
+                # the bytes there are (a clean close cut the file to its frames).
+                end = size
+                first = n - self._clamp_entries(end)
+                if first and self._frame_at(first - 1, index.position(first - 1)) is None:
+                    first -= 1
+                _log.warning(
+                    "%s: %s damaged or missing (the file ends at byte %d); reads fail "
+                    "(DATA_LOSS) and the offsets are not reused",
+                    store.path,
+                    f"offsets {base + first}..{base + n - 1} are"
+                    if first < n - 1
+                    else f"the record at offset {base + n - 1} is",
+                    end,
+                )
+        else:
+            # After a power loss the index's pages may have reached the disk and
+            # the store's not (the kernel writes them back in any order), or a
+            # damaged file may point anywhere: walk back to an entry whose frame is real.
+            while n > 0:
+                _, pos = index.read(n - 1)
+                found = self._frame_at(n - 1, pos)
+                if found is not None:
+                    end, self.last_consensus_index = found
                     break
-            positions = []
-            pos = end
-            for rec in records:
-                positions.append(pos)
-                pos += FRAME_OVERHEAD + len(rec.value)
-            # More frames than the index can hold (a smaller max_index_bytes than
-            # when they were written): keep what fits.
-            keep = min(len(positions), index.free)
-            if keep:
+                n -= 1
+            if n != listed:
+                _log.warning(
+                    "%s listed offsets %d..%d whose frames %s does not hold: dropped",
+                    index.path,
+                    base + n,
+                    base + listed - 1,
+                    store.path,
+                )
+                index.truncate(n)
+        dirty = n != listed or not index.closed_cleanly
+        if end < size:
+            # Index whatever whole frames follow (those the index had not recorded yet).
+            positions, end, damaged = self._walk(end, n, size, stop)
+            if positions:
+                keep = min(len(positions), index.free)
                 index.write_many(positions[:keep])
                 n += keep
-                end = positions[keep - 1] + FRAME_OVERHEAD + len(records[keep - 1].value)
                 dirty = True
-                self.last_consensus_index = self._cidx_at(positions[keep - 1])
-            if keep < len(records):
-                break
+                if keep < len(positions):
+                    end = positions[keep]
+                found = self._frame_at(n - 1, positions[keep - 1]) if keep else None
+                if found is not None:
+                    self.last_consensus_index = found[1]
+            if damaged:
+                _log.warning(
+                    "%s: damaged records at offsets %s kept as lost; reads of them fail "
+                    "(DATA_LOSS)",
+                    store.path,
+                    _ranges([base + rel for rel in damaged if rel < n]),
+                )
         if end < size:
-            # A file longer than its frames: a torn or corrupt tail, or the
-            # pre-allocated zeroes of a store that was not closed cleanly. The
-            # store zeroes whatever is not zero, so it can never be read again.
-            if store.truncate(end):
+            if sealed_end is not None:
+                # A sealed segment is never cut: zeroes left by a crash during a
+                # roll are given back by seal(); anything else stays as it is,
+                # and is where this segment's remaining offsets were.
+                if not store.end_at_zero_tail(end) and stop is not None:
+                    lost = min(stop - n, index.free)
+                    if lost > 0:
+                        index.write_many([end] * lost)
+                        _log.warning(
+                            "%s: unreadable bytes from byte %d to %d left as they are; "
+                            "offsets %d..%d are damaged, reads of them fail (DATA_LOSS)",
+                            store.path,
+                            end,
+                            size,
+                            base + n,
+                            base + n + lost - 1,
+                        )
+                        n += lost
+            elif store.truncate(end):
+                # A file longer than its frames: a torn or corrupt tail, or the
+                # pre-allocated zeroes of a store that was not closed cleanly. The
+                # store zeroes whatever is not zero, so it can never be read again.
                 _log.warning(
                     "cut torn or corrupt tail of %s after byte %d (file of %d bytes)",
                     store.path,
@@ -167,6 +252,95 @@ class Segment:
             dirty = True
         if dirty:
             self.time_index.truncate(n)
+
+    def _clamp_entries(self, end: int) -> int:
+        """Point entries at or past `end` at `end` (their frames are gone); how many.
+
+        Keeps positions in order, so the frames appended after `end` are found
+        by their own entries and the lost offsets read as damaged.
+        """
+        index = self.index
+        i = index.entries
+        while i > 0 and index.position(i - 1) >= end:
+            index.set_position(i - 1, end)
+            i -= 1
+        return index.entries - i
+
+    def _walk(
+        self, pos: int, rel: int, size: int, stop: int | None
+    ) -> tuple[list[int], int, list[int]]:
+        """Frames from store position `pos` on, for relative offsets from `rel`.
+
+        Returns (positions of relative offsets rel.., end of the last frame
+        found, damaged relative offsets). Past a frame that fails, it goes on
+        only when what follows is certainly a later record: the frame its own
+        length leads to carries the next offset, or a whole frame of a later
+        offset starts right there. Otherwise that is where the readable
+        frames end.
+        """
+        store = self.store
+        base = self.base_offset
+        positions: list[int] = []
+        damaged: list[int] = []
+        while pos < size and (stop is None or rel < stop):
+            chunk = store.read_at(pos, min(_SCAN_CHUNK, size - pos))
+            records, consumed = decode_frames(chunk, base + rel)
+            if not consumed and len(chunk) >= FRAME_PREFIX.size:
+                # The next frame may simply be longer than the chunk.
+                length, _ = FRAME_PREFIX.unpack_from(chunk)
+                if len(chunk) < FRAME_PREFIX.size + length <= size - pos:
+                    chunk = store.read_at(pos, FRAME_PREFIX.size + length)
+                    records, consumed = decode_frames(chunk, base + rel)
+            if not consumed:
+                skip = self._resync(pos, rel, size)
+                if skip is None or (stop is not None and rel + skip[0] > stop):
+                    break
+                lost, pos_next = skip
+                positions += [pos] * lost
+                damaged += range(rel, rel + lost)
+                rel += lost
+                pos = pos_next
+                continue
+            if stop is not None and rel + len(records) > stop:
+                records = records[: stop - rel]
+            for rec in records:
+                positions.append(pos)
+                pos += FRAME_OVERHEAD + len(rec.value)
+            rel += len(records)
+        return positions, pos, damaged
+
+    def _resync(self, pos: int, rel: int, size: int) -> tuple[int, int] | None:
+        """(offsets lost, position of the next good frame) past the bad frame at `pos`.
+
+        Follows the bad frames' own lengths (damaged bodies, intact length
+        fields) for up to _RESYNC_HOPS frames to a valid frame of the offset
+        that many records later; or finds a whole frame of a later offset right
+        at `pos` (where _clamp_entries put lost offsets before an append).
+        """
+        store = self.store
+        at = pos
+        for lost in range(1, _RESYNC_HOPS + 1):
+            prefix = store.read_at(at, FRAME_PREFIX.size)
+            if len(prefix) < FRAME_PREFIX.size:
+                break
+            length, _ = FRAME_PREFIX.unpack(prefix)
+            if length < BODY_HEADER.size:
+                break
+            at += FRAME_PREFIX.size + length
+            if at + FRAME_OVERHEAD > size:
+                break
+            if self._frame_at(rel + lost, at) is not None:
+                return lost, at
+        prefix = store.read_at(pos, FRAME_PREFIX.size)
+        if len(prefix) == FRAME_PREFIX.size:
+            end = pos + FRAME_PREFIX.size + FRAME_PREFIX.unpack(prefix)[0]
+            if end <= size:
+                records, consumed = decode_frames(store.read_at(pos, end - pos))
+                if consumed:
+                    lost = records[0].offset - self.base_offset - rel
+                    if 0 < lost <= self._max_entries - rel:
+                        return lost, pos
+        return None
 
     def _cidx_at(self, pos: int) -> int:
         data = self.store.read_at(pos + FRAME_PREFIX.size, BODY_HEADER.size)
@@ -361,7 +535,7 @@ class Segment:
         rel = index.entries
         max_store = self._max_store_bytes
         max_entries = self._max_entries
-        if rel >= max_entries or end > max_store:
+        if rel >= max_entries or end > max_store or rel >= index.capacity:
             raise SegmentFull(self.base_offset)
         watermark = self._watermark
         if watermark is None:
@@ -427,6 +601,38 @@ class Segment:
         return self.store.size
 
     def read(self, offset: int) -> Record:
+        """The record at `offset`, its checksum and offset verified.
+
+        The hot path: one index lookup and one frame. Anything unusual (a frame
+        that fails, an entry that looks wrong, an offset outside the segment)
+        goes the careful way, `_read_checked`.
+        """
+        rel = offset - self.base_offset
+        index = self.index
+        entries = index.entries
+        if 0 <= rel < entries:
+            entry_rel, pos = index.read(rel)
+            store = self.store
+            size = store.size
+            end = index.position(rel + 1) if rel + 1 < entries else size  # _end_of, inlined
+            if entry_rel == rel and STORE_HEADER_SIZE <= pos < end <= size:
+                try:  # one read (see Store.read_at); offset and checksum verified
+                    return decode_frame(store.read_at(pos, end - pos), offset)
+                except FrameError:
+                    pass
+        return self._read_checked(offset)
+
+    def _read_checked(self, offset: int) -> Record:
+        try:
+            return self._read(offset)
+        except CorruptSegment:
+            # The index is a cache: an entry that disagrees with the store may
+            # be what is wrong, not the record. Rebuild it once and look again.
+            if not self._rebuild_index():
+                raise
+            return self._read(offset)
+
+    def _read(self, offset: int) -> Record:
         rel = offset - self.base_offset
         index = self.index
         entries = index.entries
@@ -455,8 +661,51 @@ class Segment:
                     return records[0]
         raise CorruptSegment(self.store.path, pos, f"no valid frame for offset {offset}")
 
+    def _rebuild_index(self) -> bool:
+        """Rebuild the index entries from the store's frames; whether any changed.
+
+        Once per segment while it is open: a record that is still not found is
+        damaged, and reads of it fail without scanning the store again.
+        """
+        if self._rebuilt:
+            return False
+        self._rebuilt = True
+        index = self.index
+        positions, _, damaged = self._walk(STORE_HEADER_SIZE, 0, self.store.size, index.entries)
+        # Only entries whose frame the scan found are rewritten: past damage it
+        # cannot get through, the entries may still be the only way to the records.
+        lost = set(damaged)
+        changed = 0
+        for rel, pos in enumerate(positions):
+            if rel not in lost and index.read(rel) != (rel, pos):
+                index.set_position(rel, pos)
+                changed += 1
+        if changed:
+            _log.warning(
+                "%s disagreed with %s at %d entries: rebuilt from the store%s",
+                index.path,
+                self.store.path,
+                changed,
+                f"; damaged records at offsets {_ranges([self.base_offset + r for r in damaged])}"
+                if damaged
+                else "",
+            )
+        return changed > 0
+
     def read_range(self, offset: int, max_records: int, max_bytes: int) -> list[Record]:
-        """Records from `offset`: at most `max_records`, about `max_bytes` (at least one)."""
+        """Records from `offset`: at most `max_records`, about `max_bytes` (at least one).
+
+        Stops before a damaged record: the records before it are returned, and
+        CorruptSegment is raised only when the record at `offset` is damaged.
+        """
+        try:
+            return self._read_range(offset, max_records, max_bytes)
+        except CorruptSegment:
+            if not self._rebuild_index():
+                raise
+            return self._read_range(offset, max_records, max_bytes)
+
+    def _read_range(self, offset: int, max_records: int, max_bytes: int) -> list[Record]:
         rel = offset - self.base_offset
         if not 0 <= rel < self.index.entries:
             raise OffsetOutOfRange(offset, self.base_offset, self.next_offset)
@@ -482,7 +731,7 @@ class Segment:
         k = lo
         if not start < positions[k] <= size:
             # A damaged index entry; never read a negative or absurd length.
-            return [self.read(offset)]
+            return [self._read(offset)]
         if positions[k] - start <= _READ_CHUNK:
             records, _ = decode_frames(self.store.read_at(start, positions[k] - start), offset)
         else:
@@ -494,11 +743,10 @@ class Segment:
                 (rel + k) * INDEX_ENTRY_WIDTH,
                 f"bad index entry for offset {offset + k}",
             )
-        if len(records) != k:
-            bad = positions[len(records)]
-            raise CorruptSegment(
-                self.store.path, bad, f"no valid frame for offset {offset + len(records)}"
-            )
+        if not records:
+            return [self._read(offset)]  # its own error, or the record if only an entry was off
+        # Fewer than k: the next record is damaged (or its entry is); the caller
+        # asks for it next and gets its error.
         return records
 
     def _read_chunked(self, offset: int, positions: list[int], k: int) -> list[Record]:
@@ -536,8 +784,15 @@ class Segment:
         return self._watermark
 
     def _scan(self, offset: int, batch: int = 1024) -> Iterator[Record]:
+        """Every readable record from `offset`; damaged ones are skipped (their
+        timestamps are lost with them), so one bad record never stops an append
+        (watermark) or a time lookup."""
         while offset < self.next_offset:
-            records = self.read_range(offset, batch, 1 << 20)
+            try:
+                records = self.read_range(offset, batch, 1 << 20)
+            except CorruptSegment:
+                offset += 1
+                continue
             yield from records
             offset += len(records)
 

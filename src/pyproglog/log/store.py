@@ -190,12 +190,27 @@ class Store:
         self._size = size
         return self._zero(size, stop)
 
-    def _zero(self, start: int, stop: int) -> bool:
+    def end_at_zero_tail(self, end: int) -> bool:
+        """Make `end` the logical size if every byte after it is zero; whether it was.
+
+        For a sealed segment left long by a crash during a roll: its tail is
+        pre-allocated zeroes, which `seal()` then cuts. Anything else after its
+        frames is left exactly as it is (never zeroed: it may be someone's data).
+        """
+        if self._closed:
+            raise LogClosed()
+        if end >= self._size or self._zero(end, self._size, write=False):
+            return False
+        self._size = max(end, STORE_HEADER_SIZE)
+        return True
+
+    def _zero(self, start: int, stop: int, write: bool = True) -> bool:
         """Zero every non-zero byte in [start, stop); whether there was one.
 
         Allocated but never written ranges are holes to SEEK_DATA on most
         filesystems, so a crash-left file of mostly pre-allocated zeroes is not
-        read through; elsewhere it is compared a chunk at a time.
+        read through; elsewhere it is compared a chunk at a time. With
+        `write=False` only looks (and stops at the first non-zero byte).
         """
         mm = self._mm
         fd = self._fd
@@ -214,6 +229,8 @@ class Store:
             while at < end:
                 n = min(len(_ZERO_CHUNK), end - at)
                 if mm[at : at + n] != _ZERO_CHUNK[:n]:
+                    if not write:
+                        return True
                     mm[at : at + n] = _ZERO_CHUNK[:n]
                     found = True
                 at += n
