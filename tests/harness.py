@@ -182,3 +182,18 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def run_serve(
+    data_dir: Path, args: Sequence[str] = (), *, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `proglog serve` expecting it to exit by itself (a start that fails)."""
+    cmd = [sys.executable, "-m", "pyproglog", "serve", "--data-dir", str(data_dir)]
+    return subprocess.run(
+        [*cmd, "--log-format", "json", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )

@@ -11,6 +11,8 @@ tailing streams) it spies on `LogService.wait_for_offset` instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -424,6 +426,44 @@ async def test_negative_timestamp_is_invalid_argument(stub: log_pb2_grpc.LogStub
     assert info.empty
 
 
+GARBAGE = b"\xff\xff\xff\xff not a protobuf message"
+
+
+@pytest.mark.parametrize(
+    ("method", "streaming"),
+    [
+        ("Produce", False),
+        ("ProduceBatch", False),
+        ("Consume", False),
+        ("ConsumeStream", True),
+        ("ProduceStream", True),
+    ],
+)
+async def test_garbage_request_bytes_are_invalid_argument(
+    aio_channel: grpc.aio.Channel,
+    stub: log_pb2_grpc.LogStub,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    streaming: bool,
+) -> None:
+    path = f"/log.v1.Log/{method}"
+    call: Any
+    if method == "ProduceStream":
+        call = aio_channel.stream_stream(path, request_serializer=None)()
+        await call.write(GARBAGE)
+        await call.done_writing()
+    elif streaming:
+        call = aio_channel.unary_stream(path, request_serializer=None)(GARBAGE)
+    else:
+        call = aio_channel.unary_unary(path, request_serializer=None)(GARBAGE, timeout=STEP)
+    assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (await call.details()).startswith("malformed request: not a valid log.v1.")
+    # The client's garbage is not the server's error: no error line, no traceback.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    info = await stub.GetLogInfo(log_pb2.GetLogInfoRequest())
+    assert info.empty
+
+
 # -- group commit --------------------------------------------------------------------------
 
 
@@ -606,3 +646,42 @@ def test_slow_consumer_keeps_server_memory_bounded(tmp_path: Path) -> None:
                 expected += 1
         finally:
             stream.cancel()
+
+
+def test_cancelled_streams_log_no_errors(tmp_path: Path) -> None:
+    """Clients that leave a stream while the server is sending to them.
+
+    A client leaving is normal: grpc's own error line with a traceback for it
+    becomes a debug line ("the client went away"); nothing at error level.
+    """
+    with ServerProcess(
+        tmp_path / "data", ["--log-level", "debug", "--log-format", "json"], http=False
+    ) as node:
+        with grpc.insecure_channel(node.rpc_addr, options=BIG_MESSAGES) as channel:
+            stub = log_pb2_grpc.LogStub(channel)
+            value = os.urandom(64 * 1024)
+            for _ in range(4):  # 16 MiB waiting: far more than a flow-control window
+                stub.ProduceBatch(log_pb2.ProduceBatchRequest(records=[rec(value)] * 64))
+            streams = [stub.ConsumeStream(log_pb2.ConsumeRequest(offset=0)) for _ in range(4)]
+            batches = [
+                stub.ConsumeBatchStream(log_pb2.ConsumeBatchStreamRequest(offset=0))
+                for _ in range(4)
+            ]
+            for s in streams:
+                assert next(s).record.offset == 0
+            for b in batches:
+                assert next(b).records[0].offset == 0
+            # Lets the server fill the windows and block in its sends, which is
+            # where a cancellation turns into grpc's ExecuteBatchError.
+            time.sleep(1.0)
+            for call in [*streams, *batches]:
+                call.cancel()
+            # The node still serves after its streams went away.
+            assert stub.Produce(log_pb2.ProduceRequest(record=rec(b"after"))).offset == 256
+        assert node.stop() == 0
+    entries = [json.loads(line) for line in node.output if line.startswith("{")]
+    errors = [e for e in entries if e.get("level") in ("error", "critical")]
+    assert not errors, errors
+    assert not [e for e in entries if "exception" in e]
+    gone = [e for e in entries if "client went away" in e.get("event", "")]
+    assert gone, "no stream was cancelled during a send: the test did not test anything"

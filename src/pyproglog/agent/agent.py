@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
@@ -25,7 +26,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from starlette.types import ASGIApp
 
-from pyproglog.api.v1 import log_pb2, log_pb2_grpc
+from pyproglog.agent.datadir import DataDirLock, StartupError
+from pyproglog.agent.memory import MemoryReleaser
+from pyproglog.agent.ports import bind_sockets, check_port_free, close_all
+from pyproglog.api.v1 import log_pb2
 from pyproglog.auth.acl import Authorizer
 from pyproglog.auth.asgi import TLSH11Protocol
 from pyproglog.auth.errors import SecurityError
@@ -38,7 +42,7 @@ from pyproglog.observability.logging import configure_logging, level_number
 from pyproglog.server.core import LogService, ServiceLimits
 from pyproglog.server.gateway import create_app
 from pyproglog.server.grpc_authz import AuthInterceptor
-from pyproglog.server.grpc_service import SERVICE_NAME, LogServicer, ServerInfo
+from pyproglog.server.grpc_service import SERVICE_NAME, LogServicer, ServerInfo, add_log_service
 from pyproglog.server.http_authz import ACLMiddleware
 
 _log = logging.getLogger("pyproglog.agent")
@@ -77,17 +81,40 @@ class Agent:
         self._retention_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer | None = None
         self.server_tls: ServerTLS | None = None
+        self._data_lock: DataDirLock | None = None
+        self._memory = MemoryReleaser()
+        # Bound before the log is opened; uvicorn takes them over when it starts.
+        self._http_sockets: list[socket.socket] = []
 
     def servers(self) -> Sequence[ServerInfo]:
         # A single node leads itself; the cluster replaces this with its membership.
         return [ServerInfo(self.settings.node_name, self.rpc_addr, True)]
 
     async def start(self) -> None:
+        """Lock the data directory, claim the ports, open the log, then serve.
+
+        In that order: a node that cannot have the directory or its ports fails
+        before it opens the log, since even a failed start closes the log, and
+        closing trims the active segment's pre-allocated files.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            # Whatever was taken (the lock, the ports, the log) is given back,
+            # so a caller may try again in this process.
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         log_config = s.log_config()
         self._load_security()
-        self.log = await asyncio.to_thread(Log, s.data_dir, log_config)
+        self._data_lock = await asyncio.to_thread(DataDirLock.acquire, s.data_dir)
         limits = ServiceLimits(max_record_bytes=s.max_record_bytes)
+        self._grpc = self._create_grpc(limits)
+        if s.http_host_port is not None:
+            self._http_sockets = bind_sockets(*s.http_host_port, "HTTP")
+        self.log = await asyncio.to_thread(Log, s.data_dir, log_config)
         if self.metrics is not None:
             self.metrics.watch_log(self.log)
         self.tracing.instrument_log(self.log)
@@ -102,7 +129,7 @@ class Agent:
             self._retention_task = asyncio.create_task(
                 self._apply_retention_periodically(), name="proglog-retention"
             )
-        await self._start_grpc(limits)
+        await self._start_grpc()
         if s.http_host_port is not None:
             await self._start_http()
         assert self._health is not None
@@ -176,19 +203,29 @@ class Agent:
         return [ObservabilityInterceptor(self.metrics, self.tracing.tracer, request_level)]
 
     def _bind_grpc(self, server: grpc.aio.Server) -> int:
-        """Listen on the RPC address; the bound port (0 on failure)."""
-        if self.server_tls is not None:
-            creds = self.server_tls.grpc_credentials()
-            return int(server.add_secure_port(self.settings.rpc_addr, creds))
-        _log.warning("gRPC serves plaintext: no TLS configured")
-        return int(server.add_insecure_port(self.settings.rpc_addr))
+        """Listen on the RPC address; the bound port."""
+        addr = self.settings.rpc_addr
+        # grpc reports a port in use as a RuntimeError after logging a C-core
+        # line of its own; trying the address first gives one clear line instead.
+        check_port_free(self.settings.rpc_host, self.settings.rpc_port, "gRPC")
+        try:
+            if self.server_tls is not None:
+                creds = self.server_tls.grpc_credentials()
+                port = int(server.add_secure_port(addr, creds))
+            else:
+                port = int(server.add_insecure_port(addr))
+        except RuntimeError:  # taken between the check and grpc's own bind
+            port = 0
+        if port == 0:
+            raise StartupError(f"cannot listen on {addr} (gRPC): address already in use")
+        return port
 
-    async def _start_grpc(self, limits: ServiceLimits) -> None:
-        assert self.service is not None
+    def _create_grpc(self, limits: ServiceLimits) -> grpc.aio.Server:
+        """The gRPC server, bound to its port; services are added once the log is open."""
         max_message = (
             max(limits.max_fetch_bytes, limits.max_record_bytes, 32 * 1024 * 1024) + _MESSAGE_SLACK
         )
-        self._grpc = grpc.aio.server(
+        server = grpc.aio.server(
             interceptors=self._grpc_interceptors(),
             options=[
                 ("grpc.max_receive_message_length", max_message),
@@ -197,8 +234,16 @@ class Agent:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self._servicer = LogServicer(self.service, self.servers)
-        log_pb2_grpc.add_LogServicer_to_server(self._servicer, self._grpc)
+        port = self._bind_grpc(server)
+        self.rpc_addr = f"{self.settings.rpc_host}:{port}"
+        return server
+
+    async def _start_grpc(self) -> None:
+        assert self.service is not None and self._grpc is not None
+        if self.server_tls is None:
+            _log.warning("gRPC serves plaintext: no TLS configured")
+        self._servicer = LogServicer(self.service, self.servers, self._memory.stream_ended)
+        add_log_service(self._servicer, self._grpc)
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
@@ -209,10 +254,6 @@ class Agent:
             ],
             self._grpc,
         )
-        port = self._bind_grpc(self._grpc)
-        if port == 0:
-            raise OSError(f"cannot listen on {self.settings.rpc_addr}")
-        self.rpc_addr = f"{self.settings.rpc_host}:{port}"
         await self._grpc.start()
 
     def _http_config(self, app: ASGIApp, host: str, port: int) -> uvicorn.Config:
@@ -248,7 +289,8 @@ class Agent:
         if self.authorizer is not None:
             app = ACLMiddleware(app, self.authorizer, self._on_acl_denial())
         self._http = _EmbeddedUvicorn(self._http_config(app, *hp))
-        self._http_task = asyncio.create_task(self._http.serve(), name="proglog-http")
+        sockets, self._http_sockets = self._http_sockets, []
+        self._http_task = asyncio.create_task(self._http.serve(sockets), name="proglog-http")
         # uvicorn offers no readiness future; `started` flips once it listens.
         while not self._http.started:
             if self._http_task.done():
@@ -290,10 +332,15 @@ class Agent:
             self._retention_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
+        await self._memory.close()
         if self.service is not None:
             await self.service.close()
         if self.log is not None:
             await asyncio.to_thread(self.log.close)
+        close_all(self._http_sockets)
+        if self._data_lock is not None:
+            # Last: the log is closed, another node may have the directory now.
+            self._data_lock.release()
         # Flushes spans still queued; an unreachable collector must not block the loop.
         await asyncio.to_thread(self.tracing.shutdown)
 

@@ -194,6 +194,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             started = time.perf_counter()
             span = self._start(m, context)
             error = None
+            # Read now: when the client leaves mid-send, the generator is
+            # finalized after grpc has freed the call, and asking the context
+            # for its peer then crashes the process (SIGSEGV in cygrpc).
+            who = self._who(context) if _req_log.isEnabledFor(self._log_level) else None
             responses = behavior(request, context)
             try:
                 while True:
@@ -216,7 +220,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             finally:
                 with contextlib.suppress(Exception):
                     await responses.aclose()
-                self._finish(m, context, started, span, error, request, None)
+                self._finish(m, context, started, span, error, request, None, who)
 
         return stream
 
@@ -251,6 +255,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         error: BaseException | None,
         request: Any,
         response: Any,
+        who: dict[str, object] | None = None,
     ) -> None:
         seconds = time.perf_counter() - started
         code = _status(context, error)
@@ -262,12 +267,25 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         if span is not None:
             end_rpc_span(span, code, error)
         if _req_log.isEnabledFor(self._log_level):
-            self._log_request(m, context, code, seconds, span, request, response)
+            if who is None:
+                who = self._who(context)
+            self._log_request(m, who, code, seconds, span, request, response)
+
+    @staticmethod
+    def _who(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, object]:
+        """The request log's peer and subject fields."""
+        fields: dict[str, object] = {}
+        with contextlib.suppress(Exception):
+            fields["peer"] = context.peer()
+        subject = _subject(context)
+        if subject is not None:
+            fields["subject"] = subject
+        return fields
 
     def _log_request(
         self,
         m: _Method,
-        context: grpc.aio.ServicerContext[Any, Any],
+        who: dict[str, object],
         code: grpc.StatusCode,
         seconds: float,
         span: trace.Span | None,
@@ -278,12 +296,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             "method": m.name,
             "code": code.name,
             "duration_ms": round(seconds * 1000, 3),
+            **who,
         }
-        with contextlib.suppress(Exception):
-            fields["peer"] = context.peer()
-        subject = _subject(context)
-        if subject is not None:
-            fields["subject"] = subject
         # Consume/Fetch name an offset in the request; Produce(Batch) get one back.
         offset = _offset(request, "offset")
         if offset is None and response is not None:

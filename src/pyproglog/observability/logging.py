@@ -48,6 +48,26 @@ CASBIN_LOGGING_CONFIG: dict[str, Any] = {
 }
 
 
+# grpc.aio logs, at error level with a traceback, every response stream whose
+# client went away while a message was being sent (cancelled, disconnected,
+# deadline): the send fails in grpc's core, outside any handler. A client
+# leaving a stream is normal, so it is a debug line here.
+_GRPC_AIO_LOGGER = "grpc._cython.cygrpc"
+_CLIENT_GONE_PREFIX = "ExecuteBatchError raised in core"
+
+
+class _ClientGoneFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not str(record.msg).startswith(_CLIENT_GONE_PREFIX):
+            return True
+        method = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg = "stream ended: the client went away during a send [%s]"
+        record.args = (method,)
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 class _Ours(logging.StreamHandler[TextIO]):
     """Marks the handler configure_logging installed, so a second call replaces it."""
 
@@ -128,6 +148,10 @@ def configure_logging(
     for name, quiet in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(quiet, root.level))
     logging.captureWarnings(True)
+    grpc_aio = logging.getLogger(_GRPC_AIO_LOGGER)
+    for old_filter in [f for f in grpc_aio.filters if isinstance(f, _ClientGoneFilter)]:
+        grpc_aio.removeFilter(old_filter)
+    grpc_aio.addFilter(_ClientGoneFilter())
 
     # structlog's own loggers (structlog.get_logger()) end in the same handler.
     structlog.configure(

@@ -15,7 +15,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from pyproglog.log import Log, LogClosed, LogInfo, OffsetOutOfRange, Record, RecordLike
+from pyproglog.log import (
+    DiskFull,
+    Log,
+    LogClosed,
+    LogInfo,
+    OffsetOutOfRange,
+    Record,
+    RecordLike,
+)
 from pyproglog.log import RecordTooLarge as _LogRecordTooLarge
 from pyproglog.log.config import SyncPolicy
 
@@ -106,6 +114,9 @@ class LogService:
         self._loop: asyncio.AbstractEventLoop | None = None
         # fsync must not run on the loop; plain appends are page-cache writes.
         self._append_off_loop = log.config.sync_policy is SyncPolicy.ALWAYS
+        # Appends refused for a full disk since the last one that succeeded
+        # (None: the disk is not full); the operator hears once per episode.
+        self._disk_full_refusals: int | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -208,10 +219,18 @@ class LogService:
         except Exception as exc:  # every waiter gets the same error
             if isinstance(exc, _LogRecordTooLarge):
                 exc = RecordTooLarge(str(exc))
+            elif isinstance(exc, DiskFull):
+                self._on_disk_full(exc)
             for item in group:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        if self._disk_full_refusals is not None:
+            _log.info(
+                "appends work again: the disk has room (%d append(s) were refused)",
+                self._disk_full_refusals,
+            )
+            self._disk_full_refusals = None
         if self._observer is not None:
             # Counted here, once appended: a producer that stops waiting still wrote.
             self._observer.on_append_batch(len(combined))
@@ -221,6 +240,16 @@ class LogService:
             if not item.future.done():
                 item.future.set_result(offset)
             offset += len(item.records)
+
+    def _on_disk_full(self, exc: DiskFull) -> None:
+        if self._disk_full_refusals is None:
+            self._disk_full_refusals = 0
+            _log.error(
+                "disk full: appends are refused (RESOURCE_EXHAUSTED / HTTP 507) until "
+                "space is freed on the data directory's disk; reads still work. %s",
+                exc,
+            )
+        self._disk_full_refusals += 1
 
     # -- notifications ------------------------------------------------------------
 

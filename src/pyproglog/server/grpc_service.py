@@ -12,12 +12,13 @@ from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.log import Record
-from pyproglog.server.core import LogService, ShuttingDown
+from pyproglog.server.core import InvalidRecord, LogService, ShuttingDown
 from pyproglog.server.status import error_status
 
 _log = logging.getLogger("pyproglog.server")
@@ -25,6 +26,11 @@ _log = logging.getLogger("pyproglog.server")
 SERVICE_NAME = "log.v1.Log"
 # Produce requests of one stream in flight at once.
 _STREAM_WINDOW = 1024
+# ConsumeStream sends one record per message but reads them in batches; a
+# stream whose client stops reading holds its current batch, so batches are
+# kept small (at least one record, whatever its size): 500 idle streams then
+# hold tens of MB, not a GB.
+_CONSUME_STREAM_READ_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,81 @@ class ServerInfo:
 
 # GetServers is answered from here; the cluster plugs in its membership view.
 ServerLister = Callable[[], Sequence[ServerInfo]]
+
+
+class MalformedRequest:
+    """What a request that does not parse becomes, so the handler can answer for it.
+
+    A deserializer that raises makes grpc answer UNKNOWN and log an error with
+    a traceback; garbage from a client is the client's error, INVALID_ARGUMENT.
+    """
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self) -> InvalidRecord:
+        return InvalidRecord(f"malformed request: not a valid {self.type_name}")
+
+
+def _safe_deserializer(
+    parse: Callable[[bytes], object], type_name: str
+) -> Callable[[bytes], object]:
+    def deserialize(data: bytes) -> object:
+        try:
+            return parse(data)
+        except DecodeError:
+            return MalformedRequest(type_name)
+
+    return deserialize
+
+
+class _HandlerCapture:
+    """Stands in for the server to collect the generated method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.handlers = handlers
+
+
+_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_log_service(servicer: LogServicer, server: grpc.aio.Server) -> None:
+    """`add_LogServicer_to_server`, with request parsing that cannot fail the call."""
+    capture = _HandlerCapture()
+    log_pb2_grpc.add_LogServicer_to_server(servicer, capture)
+    # Regenerated code that registers differently must fail here, not serve nothing.
+    assert capture.handlers, "log_pb2_grpc no longer calls add_registered_method_handlers"
+    methods = log_pb2.DESCRIPTOR.services_by_name["Log"].methods_by_name
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for name, h in capture.handlers.items():
+        streaming = (bool(h.request_streaming), bool(h.response_streaming))
+        behavior = (h.unary_unary, h.unary_stream, h.stream_unary, h.stream_stream)[
+            2 * streaming[0] + streaming[1]
+        ]
+        handlers[name] = _FACTORIES[streaming](
+            behavior,
+            request_deserializer=_safe_deserializer(
+                h.request_deserializer, methods[name].input_type.full_name
+            ),
+            response_serializer=h.response_serializer,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def to_pb(rec: Record) -> log_pb2.Record:
@@ -116,6 +197,8 @@ def _rpc(method: _Unary[_Req, _Resp]) -> _Unary[_Req, _Resp]:
     async def wrapper(self: LogServicer, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
         self.in_flight.enter()
         try:
+            if isinstance(request, MalformedRequest):
+                raise request.error()
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -136,6 +219,8 @@ def _rpc_stream(method: _Streaming[_Req, _Resp]) -> _Streaming[_Req, _Resp]:
     ) -> AsyncIterator[_Resp]:
         self.in_flight.enter()
         try:
+            if isinstance(request, MalformedRequest):
+                raise request.error()
             async for item in method(self, request, context):
                 yield item
         except grpc.aio.AbortError:
@@ -144,14 +229,24 @@ def _rpc_stream(method: _Streaming[_Req, _Resp]) -> _Streaming[_Req, _Resp]:
             await abort_for(context, exc)
         finally:
             self.in_flight.leave()
+            if self._on_stream_end is not None:
+                with contextlib.suppress(RuntimeError):  # finalized with the loop gone
+                    self._on_stream_end()
 
     return wrapper
 
 
 class LogServicer(log_pb2_grpc.LogServicer):
-    def __init__(self, service: LogService, servers: ServerLister) -> None:
+    def __init__(
+        self,
+        service: LogService,
+        servers: ServerLister,
+        on_stream_end: Callable[[], None] | None = None,
+    ) -> None:
         self._service = service
         self._servers = servers
+        # Called on the loop when a streaming call ends (the agent returns memory).
+        self._on_stream_end = on_stream_end
         self.in_flight = _InFlight()
         # Answer queues of open ProduceStreams: a drain ends idle ones at once.
         self._produce_streams: set[asyncio.Queue[asyncio.Future[int] | None]] = set()
@@ -178,7 +273,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
     async def ConsumeStream(
         self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[log_pb2.ConsumeResponse]:
-        async for batch in self._service.tail(request.offset):
+        async for batch in self._service.tail(request.offset, max_bytes=_CONSUME_STREAM_READ_BYTES):
             for rec in batch:
                 yield log_pb2.ConsumeResponse(record=to_pb(rec))
 
@@ -197,6 +292,8 @@ class LogServicer(log_pb2_grpc.LogServicer):
         async def submit() -> None:
             try:
                 async for request in request_iterator:
+                    if isinstance(request, MalformedRequest):
+                        raise request.error()  # surfaces through `await reader`
                     await answers.put(
                         asyncio.ensure_future(self._service.produce([request.record]))
                     )
