@@ -104,3 +104,33 @@ def test_serve_reads_its_config_file(tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.Produce(log_pb2.ProduceRequest(record=log_pb2.Record(value=b"x" * 65)), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_data_dir_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Path("") would be the current directory.
+    with pytest.raises(ConfigError, match=r"^--data-dir must not be empty"):
+        Settings.load({"data_dir": value})
+    monkeypatch.setenv("PROGLOG_DATA_DIR", value)
+    with pytest.raises(ConfigError, match=r"^--data-dir must not be empty"):
+        Settings.load()
+
+
+def test_data_dir_must_be_a_directory(tmp_path: Path) -> None:
+    afile = write(tmp_path / "afile", "x")
+    with pytest.raises(ConfigError) as exc:
+        Settings.load({"data_dir": afile})
+    assert str(exc.value) == f"--data-dir {afile} is not a directory"
+    with pytest.raises(ConfigError, match="is not a directory"):
+        Settings.load({"data_dir": afile / "below"})
+    # Missing directories are fine: the node makes them.
+    assert Settings.load({"data_dir": tmp_path / "a" / "b"}).data_dir == tmp_path / "a" / "b"
+
+
+def test_cluster_only_settings_given_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.load().unused_cluster_settings() == []
+    # The bind address's host is used (gRPC listens there): only another port is "unused".
+    assert Settings.load({"bind_addr": "0.0.0.0:8401"}).unused_cluster_settings() == []
+    monkeypatch.setenv("PROGLOG_START_JOIN_ADDRS", "a:1,b:2")
+    s = Settings.load({"bind_addr": "0.0.0.0:7946", "bootstrap": False})
+    assert s.unused_cluster_settings() == ["bind_addr", "start_join_addrs", "bootstrap"]

@@ -32,6 +32,17 @@ _LOG_FIELD_FLAGS = {
 }
 
 
+# Read by the cluster only (gossip and Raft), which is not built yet.
+_CLUSTER_ONLY = (
+    "start_join_addrs",
+    "bootstrap",
+    "peer_tls_cert_file",
+    "peer_tls_key_file",
+    "peer_tls_ca_file",
+)
+_DEFAULT_BIND_ADDR = "127.0.0.1:8401"
+
+
 class ConfigError(Exception):
     """A setting that cannot work; the message says which and why."""
 
@@ -48,7 +59,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("proglog-data")
     node_name: str = Field(default_factory=socket.gethostname)
-    bind_addr: str = "127.0.0.1:8401"
+    bind_addr: str = _DEFAULT_BIND_ADDR
     rpc_port: int = Field(default=8400, ge=0, le=65535)
     # NoDecode: from the environment it is "a:1,b:2", split below, not JSON.
     start_join_addrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -81,6 +92,27 @@ class Settings(BaseSettings):
     # Prometheus metrics at /metrics on the HTTP gateway.
     metrics: bool = True
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _check_data_dir_given(cls, v: Any) -> Any:
+        # Path("") is Path("."): an empty value would quietly mean the current directory.
+        if isinstance(v, str | Path) and not str(v).strip():
+            raise ValueError("--data-dir must not be empty (default: ./proglog-data)")
+        return v
+
+    @field_validator("data_dir")
+    @classmethod
+    def _check_data_dir_kind(cls, v: Path) -> Path:
+        # Caught here so the user reads which setting is wrong, not mkdir's "File exists".
+        if v.exists() and not v.is_dir():
+            raise ValueError(f"--data-dir {v} is not a directory")
+        for parent in v.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"--data-dir {v}: {parent} is not a directory")
+                break
+        return v
 
     @field_validator("bind_addr")
     @classmethod
@@ -130,6 +162,20 @@ class Settings(BaseSettings):
     @property
     def is_bootstrap(self) -> bool:
         return self.bootstrap if self.bootstrap is not None else not self.start_join_addrs
+
+    def unused_cluster_settings(self) -> list[str]:
+        """Cluster-only settings given (by flag, env or file) that nothing reads yet.
+
+        `bind_addr` counts only when its port differs from the default: its
+        host is also where gRPC listens, and that part is used.
+        """
+        given = self.model_fields_set
+        unused = [name for name in _CLUSTER_ONLY if name in given]
+        if "bind_addr" in given:
+            default_port = _split_hostport(_DEFAULT_BIND_ADDR, "bind-addr")[1]
+            if _split_hostport(self.bind_addr, "bind-addr")[1] != default_port:
+                unused.insert(0, "bind_addr")
+        return unused
 
     def log_config(self) -> LogConfig:
         try:
@@ -202,5 +248,6 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         name = ".".join(str(p) for p in err["loc"]).replace("_", "-") or "settings"
         msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{name}: {msg}" if err["loc"] else msg)
+        named = not err["loc"] or msg.startswith(f"--{name}")  # says which setting itself
+        parts.append(msg if named else f"{name}: {msg}")
     return "; ".join(parts)

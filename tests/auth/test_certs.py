@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,41 @@ def test_shipped_example_acl_is_the_one_certs_init_writes() -> None:
     example = CertPaths(REPO / "config" / "example")
     assert example.model.read_text() == EXAMPLE_MODEL
     assert example.policy.read_text() == EXAMPLE_POLICY
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "{tmp}/abs", "a\\b"])
+def test_client_names_that_are_not_a_file_name_are_refused(name: str, tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    assert CliRunner().invoke(app, ["certs", "init", "--out", str(out)]).exit_code == 0
+    name = name.format(tmp=tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    # As a user runs it: a subprocess, one line on stderr, nothing written anywhere.
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyproglog", "certs", "client", name, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith(f"proglog: invalid client name {name!r}: it must be a plain")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_client_name_with_nul_is_refused() -> None:
+    # A NUL cannot pass through argv; the library refuses it all the same.
+    with pytest.raises(CertError, match="plain file name"):
+        make_client_cert(make_ca(), "a\0b")
+
+
+@pytest.mark.parametrize("host", ["../x", "a b", "", "host/name", "a\0b"])
+def test_hosts_that_are_not_names_or_addresses_are_refused(host: str, tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    result = CliRunner().invoke(app, ["certs", "init", "--out", str(out), "--hosts", host])
+    if host == "":
+        # An empty --hosts is no host at all (comma-separated lists may end in a comma).
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"proglog: invalid host {host!r}")
+    assert not out.exists()  # refused before anything is written

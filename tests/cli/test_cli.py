@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.auth.conftest import PKI, Identity, make_pki
 from tests.harness import ServerProcess, free_port
 
 STEP = 20.0  # bound for anything that should happen "at once" (generous: 2 cores)
@@ -37,7 +39,10 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def proglog(
-    *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None
+    *args: str,
+    input: str | bytes | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     binary = isinstance(input, bytes)
     proc = subprocess.run(
@@ -47,6 +52,7 @@ def proglog(
         text=not binary,
         env=_env(env),
         timeout=STEP * 2,
+        cwd=cwd,
     )
     if binary:
         return subprocess.CompletedProcess(
@@ -230,6 +236,25 @@ def test_info(addr: str) -> None:
     assert human["empty"] == "false"
 
 
+def test_an_empty_log_means_the_same_on_every_surface(server_process: ServerProcess) -> None:
+    import httpx
+
+    # No surface may say 0, the offset a first record gets: JSON says null,
+    # the gauge (which cannot be null) says -1, and next_offset is 0 everywhere.
+    addr, url = server_process.rpc_addr, server_process.http_url
+    cli = json.loads(proglog("info", "--json", "--addr", addr).stdout)
+    http = httpx.get(f"{url}/v1/info", timeout=STEP).json()
+    for info in (cli, http):
+        assert info["empty"] is True
+        assert info["highest_offset"] is None and info["commit_offset"] is None
+        assert info["next_offset"] == 0
+    human = dict(line.split("\t") for line in lines(proglog("info", "--addr", addr)))
+    assert human["highest_offset"] == "-" and human["empty"] == "true"
+    metrics = httpx.get(f"{url}/metrics", timeout=STEP).text
+    assert "\nproglog_log_highest_offset -1.0\n" in metrics
+    assert "\nproglog_log_next_offset 0.0\n" in metrics
+
+
 # -- errors ---------------------------------------------------------------------------
 
 
@@ -296,11 +321,120 @@ def test_tls_to_a_plaintext_server_is_one_line(addr: str, tmp_path: Path) -> Non
     # grpc's C core would also log the failed handshake on stderr.
     ca = self_signed_pem(tmp_path / "ca.pem")
     line = assert_one_line_error(proglog("info", "--addr", addr, "--tls-ca", str(ca)))
-    assert line.startswith(f"proglog: cannot reach {addr}: ")
-    assert "handshake" in line.lower()
+    expected = f"the server at {addr} does not use TLS: drop --tls-ca, --tls-cert and --tls-key"
+    assert line == f"proglog: {expected}"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def mtls_addr(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A node requiring client certificates of the PKI's CA."""
+    d = pki.dir
+    args = ["--server-tls-cert-file", str(d.server), "--server-tls-key-file", str(d.server_key)]
+    args += ["--server-tls-ca-file", str(d.ca)]
+    with ServerProcess(tmp_path_factory.mktemp("mtls") / "data", args) as node:
+        yield node.rpc_addr
+
+
+def tls_args(who: Identity) -> list[str]:
+    args = ["--tls-ca", str(who.ca)]
+    if who.cert is not None and who.key is not None:
+        args += ["--tls-cert", str(who.cert), "--tls-key", str(who.key)]
+    return args
+
+
+REFUSED = "refused the TLS handshake: check that your client certificate is valid"
+
+
+@pytest.mark.parametrize("command", [["info"], ["consume", "--follow"], ["produce", "x"]])
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("expired", REFUSED),
+        ("stranger", REFUSED),  # signed by another CA
+        ("anonymous", "refused the TLS handshake: it requires a client certificate"),
+        (None, "closed the connection: if it uses TLS, pass --tls-ca"),
+    ],
+)
+def test_tls_refusals_say_what_to_check(
+    mtls_addr: str, pki: PKI, who: str | None, expected: str, command: list[str]
+) -> None:
+    args = [] if who is None else tls_args(getattr(pki, who))
+    line = assert_one_line_error(proglog(*command, "--addr", mtls_addr, *args))
+    assert line.startswith(f"proglog: the server at {mtls_addr} {expected}"), line
+
+
+def test_a_server_certificate_from_another_ca_is_named(mtls_addr: str, pki: PKI) -> None:
+    other_ca = pki.dir.dir / "other-ca.pem"
+    args = ["--tls-ca", str(other_ca), *tls_args(pki.root)[2:]]
+    line = assert_one_line_error(proglog("info", "--addr", mtls_addr, *args))
+    assert line.startswith(
+        f"proglog: the server at {mtls_addr} presented a certificate that --tls-ca does not verify"
+    ), line
+
+
+def test_a_valid_client_certificate_is_served(mtls_addr: str, pki: PKI) -> None:
+    # The refusals above are the server's, not a broken set-up.
+    assert json.loads(lines(proglog("info", "--json", "--addr", mtls_addr, *tls_args(pki.root)))[0])
 
 
 def test_serve_with_invalid_config_is_one_line(tmp_path: Path) -> None:
     proc = proglog("serve", "--data-dir", str(tmp_path / "d"), "--segment-max-index-bytes", "13")
     line = assert_one_line_error(proc, code=2)
     assert "12" in line  # says what would be valid
+
+
+# -- consume --follow across restarts -------------------------------------------------
+
+
+def test_consume_follow_survives_a_server_restart(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--rpc-port", str(port)]  # the same address both times (the last flag wins)
+    data = tmp_path / "data"
+    with ServerProcess(data, args, http=False) as first:
+        addr = first.rpc_addr
+        assert lines(proglog("produce", "a", "b", "--addr", addr)) == ["0", "1"]
+        follower = popen("consume", "--follow", "--addr", addr)
+        assert follower.stdout is not None and follower.stderr is not None
+        out, err = LineReader(follower.stdout), LineReader(follower.stderr)
+        try:
+            assert [out.next(), out.next()] == ["0\ta", "1\tb"]
+            assert first.stop() == 0
+            assert err.next() == "proglog: connection lost, reconnecting…"
+            assert follower.poll() is None  # still waiting, not exited
+            with ServerProcess(data, args, http=False) as second:
+                assert second.rpc_addr == addr
+                assert err.next() == "proglog: reconnected"
+                assert lines(proglog("produce", "c", "--addr", addr)) == ["2"]
+                # Resumed after the last record printed: no gap, no duplicate.
+                assert out.next() == "2\tc"
+                follower.send_signal(signal.SIGINT)
+                assert follower.wait(STEP) == 0
+            assert out.next() is None  # nothing else was printed
+            assert err.next() is None
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+
+
+def test_consume_follow_past_the_end_says_it_waits(addr: str) -> None:
+    proglog("produce", "a", "b", "--addr", addr)
+    follower = popen("consume", "--follow", "--offset", "4", "--addr", addr)
+    assert follower.stdout is not None and follower.stderr is not None
+    out, err = LineReader(follower.stdout), LineReader(follower.stderr)
+    try:
+        assert err.next() == "proglog: waiting for offset 4 (log ends at 2)"
+        assert lines(proglog("produce", "c", "d", "e", "--addr", addr)) == ["2", "3", "4"]
+        assert out.next() == "4\te"
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(STEP) == 0
+        assert err.next() is None  # said once
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()

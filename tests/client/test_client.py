@@ -424,3 +424,31 @@ def test_other_codes_are_server_errors() -> None:
     assert isinstance(err, ServerError)
     assert str(err) == "INTERNAL: internal error"
     assert err.code is grpc.StatusCode.INTERNAL
+
+
+# What grpc core said in each case, seen against real servers (tests/cli has those runs).
+_TLS_FAILURES = {
+    "plaintext_server": "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: "
+    "error:100000f7:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER: "
+    "Invalid certificate verification context",
+    "untrusted_server": "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: "
+    "error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: "
+    "certificate has expired",
+    "handshake_closed": "Socket closed",
+}
+
+
+@pytest.mark.parametrize("problem", sorted(_TLS_FAILURES))
+def test_tls_failures_are_classified(problem: str) -> None:
+    details = "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+    err = translate(FakeRpcError(grpc.StatusCode.UNAVAILABLE, details + _TLS_FAILURES[problem]))
+    assert isinstance(err, Unreachable)
+    assert err.tls_problem == problem
+    if problem == "untrusted_server":
+        assert err.tls_detail == "certificate has expired"
+
+
+def test_other_transport_failures_are_not_tls_problems() -> None:
+    err = translate(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "Connection refused"))
+    assert isinstance(err, Unreachable)
+    assert err.tls_problem is None

@@ -105,6 +105,20 @@ async def test_book_consume_past_the_end_is_404(http: httpx.AsyncClient) -> None
     assert error_of(resp, 404, "OUT_OF_RANGE") == "offset out of range: 1"
 
 
+async def test_every_json_route_takes_curls_default_content_type(http: httpx.AsyncClient) -> None:
+    # One rule for all routes with a JSON body: the body must parse as JSON,
+    # whatever the Content-Type says (`curl -d` sends form-urlencoded).
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    body = json.dumps({"records": [{"value": b64(b"a")}, {"value": b64(b"b")}]})
+    resp = await http.post("/v1/records", content=body, headers=form)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["offsets"] == [0, 1]
+    resp = await http.post("/", content=json.dumps({"record": {"value": b64(b"c")}}))
+    assert resp.json() == {"offset": 2}  # no Content-Type at all
+    resp = await http.post("/v1/records", content=body, headers={"content-type": "text/plain"})
+    assert resp.status_code == 201, resp.text
+
+
 # -- /v1 --------------------------------------------------------------------------
 
 
@@ -204,6 +218,8 @@ async def test_info_offsets_and_servers(agent: Agent, http: httpx.AsyncClient) -
     info = resp.json()
     assert info["empty"] is True
     assert info["lowest_offset"] == 0 and info["next_offset"] == 0
+    # Not 0, which is a first record's offset: null, as the client and the CLI say.
+    assert info["highest_offset"] is None and info["commit_offset"] is None
     assert info["segment_count"] >= 1
 
     resp = await http.get("/v1/offsets", params={"timestamp_ms": 0})
@@ -271,7 +287,12 @@ GOOD = b64(b"ok")
             {"json": {"records": [{"value": GOOD}, {"value": "@@@="}]}},
             "body.records[1].value: invalid base64",
         ),
-        ("POST", "/v1/records", {"content": b"records=1"}, "body must be a JSON object"),
+        ("POST", "/v1/records", {"content": b"records=1"}, "body is not valid JSON"),
+        ("POST", "/v1/records", {"content": b'"records"'}, "body must be a JSON object"),
+        ("POST", "/", {"content": b'{"record": \xff}'}, "body is not valid JSON: it must be UTF-8"),
+        ("POST", "/v1/records", {"content": b"[" * 100_000}, "malformed JSON: nesting too deep"),
+        ("GET", "/", {"content": b'{"offset": ' * 100_000}, "malformed JSON: nesting too deep"),
+        ("POST", "/v1/records", {"json": {"records": [{"value": [[[[[]]]]]}]}}, "base64 string"),
         ("GET", "/v1/records", {}, "query.offset: Field required"),
         ("GET", "/v1/records", {"params": {"offset": "abc"}}, "query.offset"),
         ("GET", "/v1/records", {"params": {"offset": 0, "wait_ms": -5}}, "query.wait_ms"),

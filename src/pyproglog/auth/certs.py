@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,25 @@ def _san(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
+# One or more dot-separated labels, optionally a leading wildcard label.
+_DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"(?:\*\.)?{_DNS_LABEL}(?:\.{_DNS_LABEL})*\.?")
+
+
+def check_host(host: str) -> None:
+    """Refuse what is neither an IP address nor a DNS name (a path, spaces, NUL).
+
+    Such a name would only give a server certificate no client can verify.
+    """
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return
+    except ValueError:
+        pass
+    if not _DNS_NAME.fullmatch(host):
+        raise CertError(f"invalid host {host!r}: expected a DNS name or an IP address")
+
+
 def make_server_cert(
     ca: Issued,
     hosts: Sequence[str] = (),
@@ -179,6 +199,8 @@ def make_server_cert(
     It may also authenticate as a client, so a node can present it to its peers.
     """
     names = list(dict.fromkeys([*DEFAULT_HOSTS, *hosts]))
+    for host in names:
+        check_host(host)
     return _leaf(
         ca,
         common_name,
@@ -196,6 +218,12 @@ def make_client_cert(
     if not subject or "," in subject or subject.strip() != subject:
         # A comma or padding could not be written in a casbin policy line.
         raise CertError(f"invalid client name {subject!r}")
+    if subject in (".", "..") or any(c in subject for c in "/\\\0"):
+        # The name becomes a file name (NAME-client.pem): it must not lead out of --out.
+        raise CertError(
+            f"invalid client name {subject!r}: it must be a plain file name "
+            "(no '/', '\\', NUL, '.' or '..')"
+        )
     return _leaf(ca, subject, [ExtendedKeyUsageOID.CLIENT_AUTH], [], days, start)
 
 
@@ -262,6 +290,8 @@ def init_dir(
     stop being trusted. Returns the files written.
     """
     paths = CertPaths(out)
+    for host in hosts:  # before anything is written
+        check_host(host)
     if paths.ca.exists() and not force:
         raise CertError(f"{paths.ca} exists; use --force to replace the CA")
     try:

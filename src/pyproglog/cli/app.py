@@ -5,6 +5,8 @@ Errors are one line on stderr and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import enum
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +24,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich's option table cuts flag names ("--server-tl…") to
+    # fit a narrow terminal or a pipe; click wraps the help text instead.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
 )
 
 
@@ -32,62 +38,237 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 Opt = typer.Option
 
+# Until the cluster lands these only describe it; `serve` warns when one is set.
+CLUSTER_NOTE = "(cluster; not used yet)"
+_MIB = 1024 * 1024
+
+
+def _size(n: int) -> str:
+    return f"{n // _MIB} MiB" if n % _MIB == 0 else f"{n / _MIB:.1f} MiB"
+
+
+def _defaults() -> dict[str, str]:
+    """What each `serve` setting is when no flag, variable or file sets it.
+
+    The options themselves default to None (so env and --config-file can fill
+    them), which click cannot show: the help states the Settings defaults.
+    """
+    fields = Settings.model_fields
+    shown: dict[str, str] = {}
+    for name, field in fields.items():
+        value = field.default
+        if isinstance(value, bool):
+            shown[name] = "on" if value else "off"
+        elif isinstance(value, int) and name.endswith("_bytes"):
+            shown[name] = f"{value} ({_size(value)})" if value >= _MIB else str(value)
+        elif isinstance(value, enum.Enum):
+            shown[name] = str(value.value)
+        elif value is None or value == "" or field.default_factory is not None:
+            shown[name] = "none"
+        else:
+            shown[name] = str(value)
+    shown["http_addr"] = f"{fields['http_addr'].default}; '' turns the gateway off"
+    shown["node_name"] = "the host name"
+    shown["data_dir"] = f"./{fields['data_dir'].default}"
+    shown["bootstrap"] = "on when no --start-join-addrs"
+    return shown
+
+
+_DEFAULTS = _defaults()
+
+
+def _help(name: str, text: str) -> str:
+    return f"{text}  [default: {_DEFAULTS[name]}]"
+
+
+def _print_version(value: bool) -> None:
+    # An option callback, not the group's: the group wants a command first.
+    if value:
+        typer.echo(f"proglog {_version()}")
+        raise typer.Exit(0)
+
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        Opt(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            expose_value=False,
+            help="Print the version and exit",
+        ),
+    ] = False,
+) -> None:
     """Proglog: a distributed commit log."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("pyproglog")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 @app.command()
 def serve(
-    config_file: Annotated[Path | None, Opt(help="YAML file with any of these settings")] = None,
-    data_dir: Annotated[Path | None, Opt(help="Where the log lives [./proglog-data]")] = None,
-    node_name: Annotated[str | None, Opt(help="Unique name in the cluster [host name]")] = None,
-    bind_addr: Annotated[str | None, Opt(help="Gossip address host:port [127.0.0.1:8401]")] = None,
-    rpc_port: Annotated[int | None, Opt(help="gRPC port on the bind host [8400]")] = None,
+    config_file: Annotated[
+        Path | None,
+        Opt(metavar="FILE", help="YAML file with any of these settings (flag names as keys)"),
+    ] = None,
+    # A str, not a Path: typer would turn '' into '.', and config refuses ''.
+    data_dir: Annotated[
+        str | None, Opt(metavar="DIR", help=_help("data_dir", "Where the log lives"))
+    ] = None,
+    node_name: Annotated[
+        str | None,
+        Opt(
+            metavar="NAME",
+            help=_help(
+                "node_name", "This server's id in GetServers (and in the cluster, once it lands)"
+            ),
+        ),
+    ] = None,
+    bind_addr: Annotated[
+        str | None,
+        Opt(
+            metavar="HOST:PORT",
+            help=_help(
+                "bind_addr",
+                "Gossip address; its host is also where gRPC listens "
+                "(gossip: cluster; not used yet)",
+            ),
+        ),
+    ] = None,
+    rpc_port: Annotated[
+        int | None,
+        Opt(metavar="PORT", help=_help("rpc_port", "gRPC port on the bind host (0: any free)")),
+    ] = None,
     start_join_addrs: Annotated[
-        list[str] | None, Opt(help="Gossip addresses of members to join")
+        list[str] | None,
+        Opt(
+            metavar="HOST:PORT",
+            help=_help("start_join_addrs", f"Gossip addresses of members to join {CLUSTER_NOTE}"),
+        ),
     ] = None,
     bootstrap: Annotated[
-        bool | None, Opt("--bootstrap/--no-bootstrap", help="Start a new cluster")
+        bool | None,
+        Opt(
+            "--bootstrap/--no-bootstrap",
+            help=_help("bootstrap", f"Start a new cluster {CLUSTER_NOTE}"),
+        ),
     ] = None,
-    acl_model_file: Annotated[Path | None, Opt(help="casbin model")] = None,
-    acl_policy_file: Annotated[Path | None, Opt(help="casbin policy")] = None,
-    server_tls_cert_file: Annotated[Path | None, Opt(help="Serving certificate")] = None,
-    server_tls_key_file: Annotated[Path | None, Opt(help="Serving key")] = None,
+    acl_model_file: Annotated[
+        Path | None,
+        Opt(metavar="FILE", help=_help("acl_model_file", "casbin model (ACL on with a policy)")),
+    ] = None,
+    acl_policy_file: Annotated[
+        Path | None, Opt(metavar="FILE", help=_help("acl_policy_file", "casbin policy"))
+    ] = None,
+    server_tls_cert_file: Annotated[
+        Path | None,
+        Opt(metavar="FILE", help=_help("server_tls_cert_file", "Serving certificate (PEM)")),
+    ] = None,
+    server_tls_key_file: Annotated[
+        Path | None, Opt(metavar="FILE", help=_help("server_tls_key_file", "Serving key (PEM)"))
+    ] = None,
     server_tls_ca_file: Annotated[
-        Path | None, Opt(help="CA for client certificates (requires them)")
+        Path | None,
+        Opt(
+            metavar="FILE",
+            help=_help("server_tls_ca_file", "CA for client certificates (requires them)"),
+        ),
     ] = None,
-    peer_tls_cert_file: Annotated[Path | None, Opt(help="Certificate for other nodes")] = None,
-    peer_tls_key_file: Annotated[Path | None, Opt(help="Key for other nodes")] = None,
-    peer_tls_ca_file: Annotated[Path | None, Opt(help="CA of other nodes")] = None,
+    peer_tls_cert_file: Annotated[
+        Path | None,
+        Opt(
+            metavar="FILE",
+            help=_help("peer_tls_cert_file", f"Certificate for other nodes {CLUSTER_NOTE}"),
+        ),
+    ] = None,
+    peer_tls_key_file: Annotated[
+        Path | None,
+        Opt(metavar="FILE", help=_help("peer_tls_key_file", f"Key for other nodes {CLUSTER_NOTE}")),
+    ] = None,
+    peer_tls_ca_file: Annotated[
+        Path | None,
+        Opt(metavar="FILE", help=_help("peer_tls_ca_file", f"CA of other nodes {CLUSTER_NOTE}")),
+    ] = None,
     http_addr: Annotated[
-        str | None, Opt(help="HTTP/JSON gateway host:port, '' for none [127.0.0.1:8080]")
+        str | None,
+        Opt(metavar="HOST:PORT", help=_help("http_addr", "HTTP/JSON gateway and /metrics")),
     ] = None,
-    segment_max_store_bytes: Annotated[int | None, Opt(help="Store size to roll at")] = None,
+    segment_max_store_bytes: Annotated[
+        int | None,
+        Opt(metavar="BYTES", help=_help("segment_max_store_bytes", "Store size to roll at")),
+    ] = None,
     segment_max_index_bytes: Annotated[
-        int | None, Opt(help="Index size (multiple of 12) to roll at")
+        int | None,
+        Opt(
+            metavar="BYTES",
+            help=_help("segment_max_index_bytes", "Index size (multiple of 12) to roll at"),
+        ),
     ] = None,
-    max_record_bytes: Annotated[int | None, Opt(help="Largest record value [1 MiB]")] = None,
+    max_record_bytes: Annotated[
+        int | None, Opt(metavar="BYTES", help=_help("max_record_bytes", "Largest record value"))
+    ] = None,
     sync_policy: Annotated[
-        SyncPolicy | None, Opt(help="When to fsync: never, interval, always [interval]")
+        SyncPolicy | None, Opt(help=_help("sync_policy", "When to fsync appended records"))
     ] = None,
-    sync_interval_ms: Annotated[int | None, Opt(help="fsync period for 'interval'")] = None,
-    retention_bytes: Annotated[int | None, Opt(help="Delete old segments past this size")] = None,
-    retention_ms: Annotated[int | None, Opt(help="Delete segments older than this")] = None,
-    log_level: Annotated[str | None, Opt(help="debug, info, warning, error [info]")] = None,
-    log_format: Annotated[str | None, Opt(help="auto, console or json [auto]")] = None,
+    sync_interval_ms: Annotated[
+        int | None,
+        Opt(metavar="MS", help=_help("sync_interval_ms", "fsync period for 'interval'")),
+    ] = None,
+    retention_bytes: Annotated[
+        int | None,
+        Opt(
+            metavar="BYTES",
+            help=_help("retention_bytes", "Delete the oldest segments past this size"),
+        ),
+    ] = None,
+    retention_ms: Annotated[
+        int | None,
+        Opt(metavar="MS", help=_help("retention_ms", "Delete segments older than this")),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        Opt(metavar="debug|info|warning|error", help=_help("log_level", "Log level")),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        Opt(
+            metavar="auto|console|json",
+            help=_help("log_format", "Log format (auto: console on a terminal, else json)"),
+        ),
+    ] = None,
     request_log_level: Annotated[
-        str | None, Opt(help="Level of the one-line-per-call request log [debug]")
+        str | None,
+        Opt(
+            metavar="LEVEL",
+            help=_help("request_log_level", "Level of the one-line-per-call request log"),
+        ),
     ] = None,
     metrics: Annotated[
-        bool | None, Opt("--metrics/--no-metrics", help="Serve /metrics on the gateway [on]")
+        bool | None,
+        Opt("--metrics/--no-metrics", help=_help("metrics", "Serve /metrics on the gateway")),
     ] = None,
     shutdown_grace_seconds: Annotated[
-        float | None, Opt(help="Time in-flight calls get on shutdown [10]")
+        float | None,
+        Opt(
+            metavar="SECONDS",
+            help=_help("shutdown_grace_seconds", "Time in-flight calls get on shutdown"),
+        ),
     ] = None,
 ) -> None:
-    """Run a Proglog node (single node with no flags, data in ./proglog-data)."""
+    """Run a Proglog node (single node with no flags, data in ./proglog-data).
+
+    Every option can also come from a PROGLOG_<NAME> environment variable or
+    the --config-file, in that order of precedence after the flags.
+    """
     overrides = {k: v for k, v in locals().items() if k != "config_file"}
     try:
         settings = Settings.load(overrides, config_file)
@@ -96,10 +277,26 @@ def serve(
         raise fail(str(exc), 2) from None
     from pyproglog.agent import run
 
+    _warn_cluster_settings(settings)
     try:
         run(settings)
     except (OSError, LogError, SecurityError) as exc:
         raise fail(str(exc)) from None
+
+
+def _warn_cluster_settings(settings: Settings) -> None:
+    unused = settings.unused_cluster_settings()
+    if not unused:
+        return
+    # The node logs through this pipeline too; configured here so the warning
+    # comes out in the same format, before anything starts.
+    from pyproglog.observability.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, settings.node_name)
+    logging.getLogger("pyproglog.cli").warning(
+        "cluster settings are not used yet (single node): %s",
+        ", ".join(f"--{name.replace('_', '-')}" for name in unused),
+    )
 
 
 def main() -> None:

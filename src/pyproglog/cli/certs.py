@@ -17,6 +17,7 @@ certs = typer.Typer(
     name="certs",
     help="Make development certificates: a CA, a server and client certificates.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # as `proglog` itself: flag names never cut (see app.py)
 )
 
 Opt = typer.Option
@@ -29,17 +30,23 @@ def _report(paths: list[Path]) -> None:
 
 @certs.command("init")
 def init(
-    out: Annotated[Path, Opt(help="Directory to write the files to")],
+    out: Annotated[Path, Opt(metavar="DIR", help="Directory to write the files to")],
     hosts: Annotated[
         list[str] | None,
-        Opt(help="More names or IPs server.pem is valid for (repeat, or comma-separate)"),
+        Opt(
+            metavar="HOST",
+            help="More names or IPs server.pem is valid for (repeat, or comma-separate)",
+        ),
     ] = None,
     more_hosts: Annotated[
         list[str] | None,
         # So that `--hosts a b` (the documented form) means two hosts.
-        typer.Argument(metavar="HOSTS", help="More names or IPs, like --hosts"),
+        typer.Argument(metavar="HOST", help="More names or IPs, like --hosts", show_default=False),
     ] = None,
-    days: Annotated[int | None, Opt(help="Validity of every certificate [365]")] = None,
+    days: Annotated[
+        int | None,
+        Opt(metavar="DAYS", help="Validity of every certificate, in days  [default: 365]"),
+    ] = None,
     force: Annotated[bool, Opt(help="Replace an existing CA in the directory")] = False,
 ) -> None:
     """A CA, server.pem (localhost, 127.0.0.1, --hosts) and the root and nobody clients.
@@ -59,9 +66,13 @@ def init(
 
 @certs.command("client")
 def client(
-    name: Annotated[str, typer.Argument(help="The subject: the certificate's common name")],
-    out: Annotated[Path, Opt(help="Directory with the CA (ca.pem, ca-key.pem)")],
-    days: Annotated[int | None, Opt(help="Validity of the certificate [365]")] = None,
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The subject: the certificate's common name")
+    ],
+    out: Annotated[Path, Opt(metavar="DIR", help="Directory with the CA (ca.pem, ca-key.pem)")],
+    days: Annotated[
+        int | None, Opt(metavar="DAYS", help="Validity of the certificate, in days  [default: 365]")
+    ] = None,
 ) -> None:
     """A client certificate NAME-client.pem (and its key) signed by the CA in --out."""
     from pyproglog.auth.certs import DEFAULT_DAYS, add_client

@@ -13,6 +13,7 @@ import json
 import os
 import select
 import sys
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,28 +23,60 @@ import typer
 from pyproglog.cli.app import Opt, app, fail
 
 if TYPE_CHECKING:
-    from pyproglog.client import Client, LogInfo, Record
+    from pyproglog.client import Client, LogInfo, Record, Unreachable
 
 DEFAULT_ADDR = "127.0.0.1:8400"
 # Large enough for throughput, small enough to stay far below the server's
 # message size limit (32 MiB) whatever the line lengths.
 _BATCH_MAX_BYTES = 4 * 1024 * 1024
 _FETCH_RECORDS = 1000
+# consume --follow: waits between reconnection attempts.
+_RETRY_FIRST = 0.1
+_RETRY_MAX = 5.0
+# grpc's own reconnection backoff grows to 120 s: a channel whose server came
+# back would keep failing calls fast for that long. Ours bounds the wait.
+# (Not grpc.min_reconnect_backoff_ms: it is also the connection timeout.)
+_RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", int(_RETRY_FIRST * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(_RETRY_MAX * 1000)),
+]
 
 Addr = Annotated[
     str,
-    Opt("--addr", envvar="PROGLOG_ADDR", help="Server gRPC address HOST:PORT", show_default=True),
+    Opt(
+        "--addr",
+        envvar="PROGLOG_ADDR",
+        metavar="HOST:PORT",
+        help="Server gRPC address",
+        show_default=True,
+    ),
 ]
 TlsCa = Annotated[
     Path | None,
-    Opt("--tls-ca", envvar="PROGLOG_TLS_CA", help="CA that signed the server certificate"),
+    Opt(
+        "--tls-ca",
+        envvar="PROGLOG_TLS_CA",
+        metavar="FILE",
+        help="CA of the server certificate; turns TLS on  [default: none]",
+    ),
 ]
 TlsCert = Annotated[
     Path | None,
-    Opt("--tls-cert", envvar="PROGLOG_TLS_CERT", help="Client certificate (mutual TLS)"),
+    Opt(
+        "--tls-cert",
+        envvar="PROGLOG_TLS_CERT",
+        metavar="FILE",
+        help="Client certificate (mutual TLS)  [default: none]",
+    ),
 ]
 TlsKey = Annotated[
-    Path | None, Opt("--tls-key", envvar="PROGLOG_TLS_KEY", help="Client certificate's key")
+    Path | None,
+    Opt(
+        "--tls-key",
+        envvar="PROGLOG_TLS_KEY",
+        metavar="FILE",
+        help="Client certificate's key  [default: none]",
+    ),
 ]
 Timeout = Annotated[
     float,
@@ -79,10 +112,10 @@ def _session(
     try:
         if ca is not None or cert is not None or key is not None:
             tls = ClientTLS(ca_file=ca, cert_file=cert, key_file=key)
-        with Client(addr, tls=tls, timeout=timeout) as client:
+        with Client(addr, tls=tls, timeout=timeout, options=_RECONNECT_OPTIONS) as client:
             yield client
     except Unreachable as exc:
-        raise fail(str(exc) + _tls_hint(exc.reason, tls is not None, cert is not None)) from None
+        raise fail(_unreachable(exc, tls is not None, cert is not None)) from None
     except ClientError as exc:
         raise fail(str(exc)) from None
     except grpc.RpcError as exc:  # the client translates these; a last line of defence
@@ -95,16 +128,35 @@ def _session(
         raise typer.Exit(141) from None
 
 
-def _tls_hint(reason: str, tls: bool, client_cert: bool) -> str:
-    # The server hanging up during the handshake is all grpc reports when the
-    # two sides disagree about TLS.
-    if reason != "Socket closed":
-        return ""
-    if not tls:
-        return " (if the server uses TLS, pass --tls-ca)"
-    if not client_cert:
-        return " (if the server requires client certificates, pass --tls-cert and --tls-key)"
-    return ""
+def _unreachable(exc: Unreachable, tls: bool, client_cert: bool) -> str:
+    """What a person can act on when there is no connection, TLS failures above all."""
+    addr = exc.addr
+    problem = exc.tls_problem
+    if problem == "plaintext_server":
+        return f"the server at {addr} does not use TLS: drop --tls-ca, --tls-cert and --tls-key"
+    if problem == "untrusted_server":
+        return (
+            f"the server at {addr} presented a certificate that --tls-ca does not verify "
+            f"({exc.tls_detail}): pass the CA that signed the server's certificate"
+        )
+    if problem == "handshake_closed":
+        # grpc reports only that the server hung up; which side disagrees
+        # follows from what this client sent.
+        if not tls:
+            return (
+                f"the server at {addr} closed the connection: "
+                "if it uses TLS, pass --tls-ca (and --tls-cert/--tls-key if it requires them)"
+            )
+        if client_cert:
+            return (
+                f"the server at {addr} refused the TLS handshake: check that your client "
+                "certificate is valid (not expired) and signed by the server's CA"
+            )
+        return (
+            f"the server at {addr} refused the TLS handshake: it requires a client "
+            "certificate (pass --tls-cert and --tls-key)"
+        )
+    return str(exc)
 
 
 def _emit(line: str) -> None:
@@ -169,7 +221,9 @@ def _arg_batches(values: list[str], batch_size: int) -> Iterator[list[bytes]]:
 def produce(
     values: Annotated[
         list[str] | None,
-        typer.Argument(help="Record values; none or '-' reads stdin, one record per line"),
+        typer.Argument(
+            metavar="VALUE", help="Record values; none or '-' reads stdin, one record per line"
+        ),
     ] = None,
     addr: Addr = DEFAULT_ADDR,
     tls_ca: TlsCa = None,
@@ -239,7 +293,7 @@ def _record_line(rec: Record) -> str:
 
 def _records(client: Client, offset: int, follow: bool) -> Generator[Record, None, None]:
     if follow:
-        yield from client.tail(offset)
+        yield from _follow(client, offset)
         return
     # Up to the end of the log as it is now, then stop.
     while True:
@@ -250,6 +304,51 @@ def _records(client: Client, offset: int, follow: bool) -> Generator[Record, Non
         offset = res.next_offset
 
 
+def _note(message: str) -> None:
+    sys.stderr.write(f"proglog: {message}\n")
+    sys.stderr.flush()
+
+
+def _follow(client: Client, offset: int) -> Generator[Record, None, None]:
+    """Records from `offset` on, forever, across server restarts.
+
+    A lost connection (the server stopping, restarting, or the network) is
+    retried with capped exponential backoff, resuming at the offset after the
+    last record printed: no gap, no duplicate. Errors that are not about the
+    connection (permission, offset out of range) still end the command.
+    """
+    from pyproglog.client import Unavailable
+
+    next_offset = offset
+    end_checked = False
+    lost = False
+    delay = _RETRY_FIRST
+    while True:
+        try:
+            if lost or not end_checked:
+                # Also proves the connection after a loss: a tail at the end of
+                # the log gets no message that would.
+                end = client.info().next_offset
+                if lost:
+                    _note("reconnected")
+                    lost, delay = False, _RETRY_FIRST
+                if next_offset > end and not end_checked:
+                    _note(f"waiting for offset {next_offset} (log ends at {end})")
+                end_checked = True
+            for rec in client.tail(next_offset):
+                next_offset = rec.offset + 1
+                yield rec
+            # A tail never ends by itself; a server that ends it is going away.
+        except Unavailable:
+            if not client.reached:
+                raise  # never connected: a wrong address, not a restart
+        if not lost:
+            _note("connection lost, reconnecting…")
+            lost = True
+        time.sleep(delay)
+        delay = min(delay * 2, _RETRY_MAX)
+
+
 @app.command()
 def consume(
     offset: Annotated[int, Opt("--offset", min=0, help="First offset to read")] = 0,
@@ -257,7 +356,7 @@ def consume(
         bool, Opt("--follow", "-f", help="Keep waiting for new records (Ctrl-C stops)")
     ] = False,
     max_records: Annotated[
-        int | None, Opt("--max", min=1, help="Stop after this many records")
+        int | None, Opt("--max", min=1, help="Stop after this many records  [default: no limit]")
     ] = None,
     addr: Addr = DEFAULT_ADDR,
     tls_ca: TlsCa = None,
@@ -360,7 +459,8 @@ def info(
 
             table = Table(show_header=False, box=None)
             for key, value in fields.items():
-                table.add_row(key.replace("_", " "), _plain(value))
+                shown = "none (the log is empty)" if value is None else _plain(value)
+                table.add_row(key.replace("_", " "), shown)
             Console().print(table)
         else:
             for key, value in fields.items():

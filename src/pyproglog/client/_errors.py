@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 import grpc
 from google.protobuf import any_pb2, symbol_database
@@ -64,6 +65,40 @@ class Unreachable(Unavailable):
         super().__init__(f"cannot reach {addr}: {reason}", code=code)
         self.addr = addr
         self.reason = reason
+
+    @property
+    def tls_problem(self) -> TLSProblem | None:
+        """What went wrong in a TLS handshake, as far as grpc's reason tells."""
+        return tls_problem(self.reason)
+
+    @property
+    def tls_detail(self) -> str:
+        """OpenSSL's own words for a certificate that did not verify ("certificate has
+        expired"), else the whole reason."""
+        return self.reason.rsplit("CERTIFICATE_VERIFY_FAILED: ", 1)[-1].strip() or self.reason
+
+
+TLSProblem = Literal["plaintext_server", "untrusted_server", "handshake_closed"]
+
+
+def tls_problem(reason: str) -> TLSProblem | None:
+    """The kind of TLS failure behind a transport error's reason, if it is one.
+
+    - plaintext_server: we spoke TLS, the server answered in plaintext HTTP/2;
+    - untrusted_server: the server's certificate did not verify against our CA
+      (another CA, expired, or not naming the address);
+    - handshake_closed: the server hung up during the handshake, which is all
+      grpc reports when the server refuses our certificate (expired, another
+      CA) or wants one we did not send -- or when we spoke plaintext to a TLS
+      server.
+    """
+    if "WRONG_VERSION_NUMBER" in reason:
+        return "plaintext_server"
+    if "CERTIFICATE_VERIFY_FAILED" in reason or "Peer name" in reason:
+        return "untrusted_server"
+    if reason == "Socket closed":
+        return "handshake_closed"
+    return None
 
 
 class OffsetOutOfRange(ClientError):

@@ -235,7 +235,12 @@ class LogCollector(Collector):
 
 _LOG_GAUGES = (
     ("proglog_log_lowest_offset", "Lowest offset still in the log (retention moves it up)"),
-    ("proglog_log_highest_offset", "Offset of the last record; lowest offset - 1 when empty"),
+    # A gauge cannot be null: empty is lowest - 1 (-1 for a new log), never a
+    # record's offset; next_offset is the one always-defined figure.
+    (
+        "proglog_log_highest_offset",
+        "Offset of the last record; lowest offset - 1 (-1 for a new log) when empty",
+    ),
     ("proglog_log_next_offset", "Offset the next appended record gets"),
     ("proglog_log_segments", "Segments on disk"),
     ("proglog_log_size_bytes", "Bytes of the log's segments: store files plus used index entries"),

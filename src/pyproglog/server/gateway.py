@@ -22,6 +22,7 @@ OpenAPI document (/openapi.json) is exact and clients can be generated from it.
 # whose Query(...) descriptions use the service's limits from create_app's scope.
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from http import HTTPStatus
@@ -169,13 +170,18 @@ class FetchResponse(BaseModel):
 
 class LogInfoResponse(BaseModel):
     lowest_offset: Uint64
-    highest_offset: Uint64 = Field(description="Highest offset present; 0 when the log is empty.")
+    # null, not 0, when empty: 0 is also the offset of a first record (same as
+    # the Python client and the CLI; gRPC has `empty` since proto3 has no null).
+    highest_offset: Uint64 | None = Field(
+        description="Offset of the last record; null when the log is empty."
+    )
     next_offset: Uint64 = Field(description="The offset the next produced record will get.")
     empty: bool
     segment_count: Uint32
     size_bytes: Uint64
-    commit_offset: Uint64 = Field(
-        description="Highest offset replicated to a quorum (a single node: highest_offset)."
+    commit_offset: Uint64 | None = Field(
+        description="Highest offset replicated to a quorum (a single node: highest_offset); "
+        "null when the log is empty."
     )
 
 
@@ -236,7 +242,8 @@ _ERROR_DOCS = {
     413: "A record value is larger than the record size limit, or the request body is "
     "larger than the gateway reads; nothing was written.",
     500: "Stored data failed its checksum (DATA_LOSS).",
-    503: "The node is shutting down or cannot write now; retry (elsewhere).",
+    503: "The node is shutting down, cannot write now, or is reading as many request "
+    "bodies as it holds at once (then with Retry-After); retry (elsewhere).",
     507: "The disk is full; nothing was written.",
 }
 
@@ -295,7 +302,7 @@ def validation_message(errors: Sequence[Any]) -> str:
             reason = err.get("ctx", {}).get("error", "invalid JSON")
             parts.append(f"body is not valid JSON: {reason}")
         elif loc == ("body",) and isinstance(err.get("input"), bytes | str):
-            parts.append("body must be a JSON object (Content-Type: application/json)")
+            parts.append("body must be a JSON object")
         else:
             parts.append(f"{_where(loc)}: {err.get('msg', 'invalid')}")
     if len(errors) > _MAX_REPORTED_ERRORS:
@@ -313,7 +320,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Raised by the framework: 404 unknown route, 405 wrong method, 400 unreadable body.
         status = exc.status_code
         if status == 400:
-            code, message = "INVALID_ARGUMENT", "body is not valid JSON (it must be UTF-8)"
+            # Bodies of our routes are parsed (and their faults named) by _JsonBodyRoute.
+            code, message = "INVALID_ARGUMENT", "the request body could not be read"
         else:
             code = HTTPStatus(status).name
             message = f"{exc.detail}: {request.method} {request.url.path}"
@@ -338,17 +346,53 @@ def max_body_bytes(limits: ServiceLimits) -> int:
     return 4 * ((payload + 2) // 3) + _JSON_SLACK
 
 
-def limit_body(app: ASGIApp, max_bytes: int) -> ASGIApp:
-    """Answer a JSON 413 to a request body over `max_bytes`, before the routes see it.
+class BodyBudget:
+    """Request body bytes in flight across all requests, against a total.
+
+    A body is parsed into several copies (bytes, JSON text, decoded values), so
+    the gateway's memory follows what is in flight: without a total, 16
+    concurrent 50 MB bodies took a node from 94 MB to 1.6 GB.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.total:
+            return False
+        self.used += n
+        return True
+
+    def give_back(self, n: int) -> None:
+        self.used -= n
+
+
+_RETRY_AFTER_SECONDS = "1"
+
+
+def limit_body(app: ASGIApp, max_bytes: int, max_total_bytes: int | None = None) -> ASGIApp:
+    """Answer a JSON 413 to a request body over `max_bytes`, before the routes see it,
+    and a JSON 503 (Retry-After) while bodies in flight would pass `max_total_bytes`.
 
     (FastAPI's own `max_body_size` answers in plain text when the oversize body
     is declared.) The routes read whole bodies anyway, so it is read here, up
-    to the limit, and handed on.
+    to the limit, and handed on. A declared Content-Length is refused or
+    reserved before a byte is read; a chunked body is counted as it arrives.
     """
+    budget = BodyBudget(max_total_bytes if max_total_bytes is not None else 2 * max_bytes)
 
     async def too_large(scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body is larger than {max_bytes} bytes"
         await error_response(413, "INVALID_ARGUMENT", message)(scope, receive, send)
+
+    async def busy(scope: Scope, receive: Receive, send: Send) -> None:
+        message = (
+            f"the gateway is reading {budget.used} bytes of other request bodies "
+            f"(at most {budget.total} at once); retry"
+        )
+        headers = {"Retry-After": _RETRY_AFTER_SECONDS}
+        await error_response(503, "UNAVAILABLE", message, headers)(scope, receive, send)
 
     async def limited(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -358,29 +402,49 @@ def limit_body(app: ASGIApp, max_bytes: int) -> ASGIApp:
         if declared.isdigit() and int(declared) > max_bytes:
             await too_large(scope, receive, send)
             return
+        held = int(declared) if declared.isdigit() else 0
+        if not budget.take(held):
+            await busy(scope, receive, send)
+            return
+        try:
+            await read_and_call(scope, receive, send, held)
+        finally:
+            budget.give_back(held)
+
+    async def read_and_call(scope: Scope, receive: Receive, send: Send, reserved: int) -> None:
+        held = reserved
         chunks: list[bytes] = []
         size, more = 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > max_bytes:
-                await too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body: Message | None = {"type": "http.request", "body": b"".join(chunks)}
+        try:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > max_bytes:
+                    await too_large(scope, receive, send)
+                    return
+                if size > held:  # chunked, or more than declared
+                    if not budget.take(size - held):
+                        await busy(scope, receive, send)
+                        return
+                    held = size
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body: Message | None = {"type": "http.request", "body": b"".join(chunks)}
+            chunks.clear()
 
-        async def replay() -> Message:
-            nonlocal body
-            if body is None:
-                return await receive()  # e.g. to notice a disconnect
-            message, body = body, None
-            return message
+            async def replay() -> Message:
+                nonlocal body
+                if body is None:
+                    return await receive()  # e.g. to notice a disconnect
+                message, body = body, None
+                return message
 
-        await app(scope, replay, send)
+            await app(scope, replay, send)
+        finally:
+            budget.give_back(held - reserved)
 
     return limited
 
@@ -416,11 +480,14 @@ def _integral_bounds(node: object) -> None:
 _BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
 
 
-class _AnyContentTypeRoute(APIRoute):
-    """Reads the body as JSON whatever its Content-Type.
+class _JsonBodyRoute(APIRoute):
+    """Reads the body as JSON whatever its Content-Type, on every route: one rule.
 
     The book's curl examples (`curl -X POST localhost:8080 -d '{"record": ...}'`)
-    send JSON labelled as form data; the prototype's routes accept that.
+    send JSON labelled as form data, and so does any `curl -d` to /v1/records.
+    The body is parsed here, once, so that what makes it unreadable is said
+    precisely (FastAPI reports anything but a syntax error as "error parsing
+    the body"); the parsed value is what FastAPI then validates.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -428,6 +495,23 @@ class _AnyContentTypeRoute(APIRoute):
 
         async def json_body_handler(request: Request) -> Response:
             MutableHeaders(scope=request.scope)["content-type"] = "application/json"
+            body = await request.body()
+            if body:
+                try:
+                    parsed = json.loads(body)
+                except RecursionError:
+                    return error_response(
+                        400, "INVALID_ARGUMENT", "malformed JSON: nesting too deep"
+                    )
+                except UnicodeDecodeError:
+                    return error_response(
+                        400, "INVALID_ARGUMENT", "body is not valid JSON: it must be UTF-8"
+                    )
+                except json.JSONDecodeError as exc:
+                    message = f"body is not valid JSON: {exc.msg} at position {exc.pos}"
+                    return error_response(400, "INVALID_ARGUMENT", message)
+                # Starlette's cache of request.json(): FastAPI reads it from there.
+                request._json = parsed
             return await handler(request)
 
         return json_body_handler
@@ -447,7 +531,7 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
 
     # -- the book's prototype --------------------------------------------------
 
-    book = APIRouter(route_class=_AnyContentTypeRoute, tags=["book"])
+    book = APIRouter(route_class=_JsonBodyRoute, tags=["book"])
 
     @book.post(
         "/",
@@ -473,7 +557,7 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
 
     # -- resource-style routes ---------------------------------------------------
 
-    v1 = APIRouter(prefix="/v1", tags=["v1"])
+    v1 = APIRouter(prefix="/v1", tags=["v1"], route_class=_JsonBodyRoute)
 
     @v1.post(
         "/records",
@@ -562,7 +646,7 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
     @v1.get("/info", summary="Log info", responses=_errors(503))
     async def info() -> LogInfoResponse:
         i = service.info()
-        highest = max(i.highest_offset, 0)
+        highest = None if i.empty else i.highest_offset
         return LogInfoResponse(
             lowest_offset=i.lowest_offset,
             highest_offset=highest,
