@@ -65,6 +65,19 @@ def test_imports_flow_downward(path: Path) -> None:
     assert not upward, f"{path.relative_to(SRC)} imports from above: {sorted(upward)}"
 
 
+# Separable libraries: they import nothing of pyproglog but themselves (docs/cluster.md).
+SELF_CONTAINED = ("raft",)
+
+
+@pytest.mark.parametrize("package", SELF_CONTAINED)
+def test_self_contained_packages_import_nothing_of_ours(package: str) -> None:
+    paths = sorted((SRC / package).rglob("*.py"))
+    assert paths, f"pyproglog.{package} has no modules"
+    for path in paths:
+        foreign = imported_packages(path) - {package}
+        assert not foreign, f"{path.relative_to(SRC)} imports pyproglog.{sorted(foreign)}"
+
+
 def test_log_public_surface() -> None:
     assert sorted(pyproglog.log.__all__) == [
         "CorruptSegment",
