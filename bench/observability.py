@@ -46,24 +46,19 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.observability import NodeMetrics, ObservabilityInterceptor
+from pyproglog.testing import ServerProcess
 
-if TYPE_CHECKING:
-    from tests.harness import ServerProcess
-
-REPO = Path(__file__).resolve().parent.parent
 RECORDS_PER_CALL = 1000
 RECORD_BYTES = 100
 TARGET_OVERHEAD_PCT = 5.0
@@ -81,11 +76,7 @@ class Node:
     sent: int = 0
 
     def start(self, data_dir: Path) -> None:
-        """`proglog serve` (tests/harness.py) without the caller's OTEL_* settings."""
-        if str(REPO) not in sys.path:
-            sys.path.insert(0, str(REPO))
-        from tests.harness import ServerProcess
-
+        """`proglog serve` (pyproglog.testing) without the caller's OTEL_* settings."""
         self.server = ServerProcess(
             data_dir,
             ["--node-name", self.name, *self.args],

@@ -39,8 +39,8 @@ import grpc
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.auth.certs import CertPaths, init_dir
+from pyproglog.testing import ServerProcess
 
-REPO = Path(__file__).resolve().parent.parent
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -54,13 +54,9 @@ MODES = ("plaintext", "mtls_acl")
 
 
 class Node:
-    """A `proglog serve` subprocess (tests/harness.py) with its own data directory."""
+    """A `proglog serve` subprocess (pyproglog.testing) with its own data directory."""
 
     def __init__(self, data_dir: Path, args: list[str]) -> None:
-        if str(REPO) not in sys.path:
-            sys.path.insert(0, str(REPO))
-        from tests.harness import ServerProcess
-
         self._proc = ServerProcess(data_dir, args, http=False)
 
     def __enter__(self) -> Node:

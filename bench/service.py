@@ -37,8 +37,8 @@ from typing import Any
 import grpc
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
+from pyproglog.testing import ServerProcess
 
-REPO = Path(__file__).resolve().parent.parent
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -94,13 +94,9 @@ class Result:
 
 
 class Server:
-    """`python -m pyproglog serve` on a free port with its own data dir (tests/harness.py)."""
+    """`python -m pyproglog serve` on a free port with its own data dir (pyproglog.testing)."""
 
     def __init__(self, args: list[str] | None = None) -> None:
-        if str(REPO) not in sys.path:
-            sys.path.insert(0, str(REPO))
-        from tests.harness import ServerProcess
-
         self._tmp = tempfile.TemporaryDirectory(prefix="proglog-bench-")
         self._proc = ServerProcess(Path(self._tmp.name) / "data", args or [], http=False)
 

@@ -267,6 +267,22 @@ def log_range_read(log: Log, n: int, size: int) -> float:
     return _timed(loop)
 
 
+def log_encoded_read(log: Log, n: int, size: int) -> float:
+    """`Log.read_encoded`: the stored bytes as a FetchResponse, no per-record object."""
+    max_bytes = RANGE_BATCH * (size + 64)
+
+    def loop() -> None:
+        offset = 0
+        while offset < n:
+            offset = log.read_encoded(
+                offset, max_records=RANGE_BATCH, max_bytes=max_bytes, end=n
+            ).next_offset
+        if offset != n:
+            raise AssertionError("encoded read missed records")
+
+    return _timed(loop)
+
+
 # -- driver ------------------------------------------------------------------------
 
 
@@ -285,6 +301,7 @@ def measure(plan: Plan, root: str) -> dict[str, float]:
     batch: list[float] = []
     reads: list[float] = []
     ranges: list[float] = []
+    encoded: list[float] = []
     config = LogConfig()
     total = plan.size * max(plan.raw, plan.single, plan.batch)
     for _ in range(REPEATS):
@@ -300,6 +317,7 @@ def measure(plan: Plan, root: str) -> dict[str, float]:
             batch.append(log_batch(log, payload, plan.batch))
             reads.append(log_random_read(log, offsets, plan.size))
             ranges.append(log_range_read(log, plan.batch, plan.size))
+            encoded.append(log_encoded_read(log, plan.batch, plan.size))
     mb = plan.size / 1e6
     fig: dict[str, float] = {
         "raw_appends_per_s": _rate(plan.raw, raw),
@@ -309,6 +327,7 @@ def measure(plan: Plan, root: str) -> dict[str, float]:
         "raw_random_reads_per_s": _rate(plan.reads, raw_read),
         "random_reads_per_s": _rate(plan.reads, reads),
         "range_reads_per_s": _rate(plan.batch, ranges),
+        "encoded_reads_per_s": _rate(plan.batch, encoded),
     }
     for key in (
         "raw_appends",
@@ -317,6 +336,7 @@ def measure(plan: Plan, root: str) -> dict[str, float]:
         "batch_appends",
         "random_reads",
         "range_reads",
+        "encoded_reads",
     ):
         fig[f"{key}_mb_per_s"] = fig[f"{key}_per_s"] * mb
     raw_rate = fig["raw_appends_per_s"]
@@ -390,6 +410,7 @@ def print_table(results: dict[int, dict[str, float]]) -> None:
                 f">= {TARGET_READS_100B // 1000}k/s" if size == 100 else "",
             ),
             (fig, label, f"Log.read_range x{RANGE_BATCH}", "range_reads", "", ""),
+            (fig, label, f"Log.read_encoded x{RANGE_BATCH}", "encoded_reads", "", ""),
         ]
     table: list[list[str]] = []
     for fig, label, what, key, ratio, target in rows:

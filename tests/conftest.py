@@ -1,4 +1,4 @@
-"""Shared fixtures: real nodes, in process (fast) or as subprocesses (tests/harness.py)."""
+"""Shared fixtures: real nodes, in process (fast) or as subprocesses (pyproglog.testing)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from pyproglog.agent import Agent
-from tests.harness import ServerProcess, started_agent
+from pyproglog.testing import ServerProcess, started_agent
 
 
 @pytest.fixture

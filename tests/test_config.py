@@ -10,7 +10,7 @@ import pytest
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.config import ConfigError, Settings
 from pyproglog.log import SyncPolicy
-from tests.harness import ServerProcess
+from pyproglog.testing import ServerProcess
 
 
 @pytest.fixture(autouse=True)

@@ -7,20 +7,22 @@ from pathlib import Path
 
 import pytest
 
-import pyproglog.client
-import pyproglog.log
+import pyproglog
 
 SRC = Path(pyproglog.__file__).parent
 
 # Row of each package, top to bottom; a module may import its own row or below.
 ROWS: dict[str, int] = {
     "cli": 0,
+    # Test and bench helpers (real nodes): on top, beside cli; nothing in src uses them.
+    "testing": 0,
     "agent": 1,
     "server": 2,
     "client": 2,
     "config": 2,
     "auth": 3,
     "observability": 3,
+    "limits": 3,
     "log": 4,
     "api": 5,
 }
@@ -65,6 +67,62 @@ def test_imports_flow_downward(path: Path) -> None:
     assert not upward, f"{path.relative_to(SRC)} imports from above: {sorted(upward)}"
 
 
+def imported_modules(path: Path) -> set[str]:
+    """Every `pyproglog...` module a file imports, by its full dotted name."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("pyproglog.")}
+
+
+# Siblings: front ends that share a row and must not depend on each other (nor
+# the core beside them on either).
+SIBLINGS = (("server", "grpc"), ("server", "http"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((SRC / "server").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(SRC)),
+)
+def test_front_ends_do_not_import_each_other(path: Path) -> None:
+    parts = path.relative_to(SRC).parts
+    others = [
+        "pyproglog." + ".".join(sibling)
+        for sibling in SIBLINGS
+        if tuple(parts[: len(sibling)]) != sibling
+    ]
+    # The core below the front ends (server/*.py) imports neither of them.
+    crossing = sorted(
+        name
+        for name in imported_modules(path)
+        for other in others
+        if name == other or name.startswith(other + ".")
+    )
+    assert not crossing, f"{path.relative_to(SRC)} imports another front end: {crossing}"
+
+
+def test_the_sibling_rule_sees_a_crossing(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from pyproglog.server.grpc.status import abort_for\n")
+    assert "pyproglog.server.grpc.status" in imported_modules(module)
+    module.write_text("from pyproglog.server import grpc\n")
+    assert "pyproglog.server.grpc" in imported_modules(module)
+
+
+def test_nothing_in_src_imports_the_testing_package() -> None:
+    users = [
+        str(path.relative_to(SRC))
+        for path in sorted(SRC.rglob("*.py"))
+        if package_of(path) != "testing" and "testing" in imported_packages(path)
+    ]
+    assert not users, f"shipped code imports pyproglog.testing: {users}"
+
+
 # Separable libraries: they import nothing of pyproglog but themselves (docs/cluster.md).
 SELF_CONTAINED = ("raft",)
 
@@ -78,30 +136,4 @@ def test_self_contained_packages_import_nothing_of_ours(package: str) -> None:
         assert not foreign, f"{path.relative_to(SRC)} imports pyproglog.{sorted(foreign)}"
 
 
-def test_log_public_surface() -> None:
-    assert sorted(pyproglog.log.__all__) == [
-        "CorruptSegment",
-        "DiskFull",
-        "InvalidConfig",
-        "Log",
-        "LogClosed",
-        "LogConfig",
-        "LogError",
-        "LogInfo",
-        "LogWriteError",
-        "OffsetOutOfRange",
-        "Record",
-        "RecordLike",
-        "RecordTooLarge",
-        "SyncPolicy",
-        "decode_frames",
-    ]
-    for name in pyproglog.log.__all__:
-        assert getattr(pyproglog.log, name) is not None
-
-
-def test_client_public_surface_is_exported() -> None:
-    for name in pyproglog.client.__all__:
-        assert getattr(pyproglog.client, name) is not None
-    assert "Client" in pyproglog.client.__all__
-    assert not [n for n in pyproglog.client.__all__ if n.startswith("_")]
+# The public surfaces (__all__) are pinned in tests/test_public_surface.py.

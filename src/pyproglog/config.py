@@ -161,6 +161,8 @@ class Settings(BaseSettings):
 
     @property
     def is_bootstrap(self) -> bool:
+        # Unused by a single node; the cluster step reads it to decide whether to
+        # bootstrap a new cluster or join one (kept beside the flags it derives from).
         return self.bootstrap if self.bootstrap is not None else not self.start_join_addrs
 
     def unused_cluster_settings(self) -> list[str]:

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
-from tests.harness import ServerProcess, run_serve
+from pyproglog.testing import ServerProcess, run_serve
 
 STEP = 10.0
 SMALL_SEGMENTS = [

@@ -24,8 +24,8 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
-from pyproglog.server.gateway import limit_body
-from tests.harness import ServerProcess
+from pyproglog.server.http.body import limit_body
+from pyproglog.testing import ServerProcess
 
 MiB = 1024 * 1024
 STEP = 30.0

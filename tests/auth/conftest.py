@@ -26,7 +26,7 @@ from pyproglog.auth.certs import (
     make_client_cert,
     make_server_cert,
 )
-from tests.harness import started_agent
+from pyproglog.testing import started_agent
 
 
 @dataclass(frozen=True)

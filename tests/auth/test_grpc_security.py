@@ -18,8 +18,8 @@ from pyproglog.auth.acl import Authorizer
 from pyproglog.auth.errors import SecurityError
 from pyproglog.auth.tls import ServerTLS, TLSFiles
 from pyproglog.config import Settings
-from pyproglog.server.grpc_authz import METHOD_ACTIONS, AuthInterceptor
-from pyproglog.server.grpc_service import SERVICE_NAME
+from pyproglog.server.authz import METHOD_ACTIONS, SERVICE_NAME
+from pyproglog.server.grpc.authz import AuthInterceptor
 from tests.auth.conftest import (
     PKI,
     Identity,
@@ -158,6 +158,10 @@ async def test_denial_carries_a_localized_message(secure_agent: Agent, pki: PKI)
     detail = error_details_pb2.LocalizedMessage()
     assert status.details[0].Unpack(detail)
     assert (detail.locale, detail.message) == ("en-US", "nobody not permitted to produce to *")
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[1].Unpack(info)
+    assert (info.domain, info.reason) == ("proglog.dev", "PERMISSION_DENIED")
+    assert dict(info.metadata) == {"subject": "nobody", "action": "produce", "object": "*"}
 
 
 async def test_health_is_open_to_any_verified_client(secure_agent: Agent, pki: PKI) -> None:

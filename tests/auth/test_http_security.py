@@ -79,7 +79,9 @@ async def test_nobody_is_denied_without_effect(route: str, secure_agent: Agent, 
         assert answer.json() == {
             "error": {
                 "code": "PERMISSION_DENIED",
+                "reason": "PERMISSION_DENIED",
                 "message": f"nobody not permitted to {action} to *",
+                "metadata": {"subject": "nobody", "action": action, "object": "*"},
             }
         }
 
@@ -117,7 +119,12 @@ async def test_without_client_certificates_the_acl_answers_401(
         answer = await client.post("/", json={"record": {"value": b64(b"x")}})
         assert answer.status_code == 401
         assert answer.json() == {
-            "error": {"code": "UNAUTHENTICATED", "message": "no verified client certificate"}
+            "error": {
+                "code": "UNAUTHENTICATED",
+                "reason": "UNAUTHENTICATED",
+                "message": "no verified client certificate",
+                "metadata": {},
+            }
         }
         assert node.service is not None and node.service.info().next_offset == 0
 

@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
+from pyproglog.testing import ServerProcess
 from tests.auth.conftest import PKI, SecureFiles
-from tests.harness import ServerProcess
 
 STEP = 10.0
 

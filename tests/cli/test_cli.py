@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pyproglog.testing import ServerProcess, free_port
 from tests.auth.conftest import PKI, Identity, make_pki
-from tests.harness import ServerProcess, free_port
 
 STEP = 20.0  # bound for anything that should happen "at once" (generous: 2 cores)
 

@@ -14,8 +14,8 @@ import typer.main
 
 from pyproglog.cli import app
 from pyproglog.config import Settings
+from pyproglog.testing import ServerProcess
 from tests.cli.test_cli import assert_one_line_error, proglog
-from tests.harness import ServerProcess
 
 COMMANDS = [
     [],

@@ -40,7 +40,7 @@ from pyproglog.client import (
 )
 from pyproglog.client._errors import from_rpc_error
 from pyproglog.config import Settings
-from tests.harness import free_port
+from pyproglog.testing import free_port
 
 STEP = 10.0  # bound for anything that should happen "at once"
 
@@ -251,12 +251,26 @@ def test_consume_past_the_end_is_offset_out_of_range(client: Client) -> None:
     assert str(info.value) == "offset out of range: 7"
     assert info.value.code is grpc.StatusCode.OUT_OF_RANGE
     assert any(isinstance(d, error_details_pb2.LocalizedMessage) for d in info.value.details)
+    # Where the log is, from the server's ErrorInfo: a reader can resume there.
+    assert info.value.error_reason == "OFFSET_OUT_OF_RANGE"
+    assert (info.value.lowest, info.value.next_offset) == (0, 1)
 
 
 def test_fetch_past_the_end_is_offset_out_of_range(client: Client) -> None:
     with pytest.raises(OffsetOutOfRange) as info:
         client.fetch(3)
     assert info.value.offset == 3
+
+
+def test_out_of_range_is_read_from_error_info_not_from_the_message() -> None:
+    meta = {"offset": "12", "lowest": "10", "next": "20"}
+    info = error_details_pb2.ErrorInfo(reason="OFFSET_OUT_OF_RANGE", metadata=meta)
+    # A message worded otherwise (another server, another language) changes nothing.
+    exc = FakeRpcError(grpc.StatusCode.OUT_OF_RANGE, "hors limites : 99", [info])
+    err = translate(exc, offset=5)
+    assert isinstance(err, OffsetOutOfRange)
+    assert (err.offset, err.lowest, err.next_offset) == (12, 10, 20)
+    assert (err.error_reason, err.error_metadata) == ("OFFSET_OUT_OF_RANGE", meta)
 
 
 def test_empty_batch_is_invalid(client: Client) -> None:
@@ -268,8 +282,10 @@ def test_oversized_record_is_invalid_and_not_written(tmp_path: Path) -> None:
     n = ThreadedNode(tmp_path / "data", max_record_bytes=100).start()
     try:
         with Client(n.addr, timeout=STEP) as c:
-            with pytest.raises(InvalidArgument, match="exceeds the limit of 100 bytes"):
+            with pytest.raises(InvalidArgument, match="exceeds the limit of 100 bytes") as info:
                 c.produce(b"x" * 101)
+            assert info.value.error_reason == "RECORD_TOO_LARGE"
+            assert info.value.error_metadata == {"size": "101", "limit": "100"}
             assert c.info().empty
     finally:
         n.close()

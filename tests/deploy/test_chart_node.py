@@ -25,6 +25,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pyproglog.client import Client, ClientTLS
+from pyproglog.testing import READY, free_port
 from tests.deploy.chart import (
     DOCKERFILE,
     FULLNAME,
@@ -35,7 +36,6 @@ from tests.deploy.chart import (
     pod_env,
     render,
 )
-from tests.harness import READY, free_port
 
 POD = f"{FULLNAME}-0"
 VENV_BIN = str(Path(sys.executable).parent)

@@ -12,7 +12,7 @@ import crc32c as crc32c_module
 import pytest
 
 from pyproglog.log import Log, LogConfig, OffsetOutOfRange, Record, SyncPolicy
-from pyproglog.log import segment as segment_module
+from pyproglog.log import store as store_module
 from pyproglog.log.format import INDEX_ENTRY_WIDTH
 from pyproglog.log.segment import Segment
 
@@ -204,7 +204,7 @@ def test_sync_outside_the_lock_never_touches_a_write_in_progress(tmp_path, monke
     may_sync = threading.Event()
     sync_errors: list[BaseException] = []
     real_sync = Segment.sync
-    real_crc32c = crc32c_module.crc32c  # what segment.py uses
+    real_crc32c = crc32c_module.crc32c  # what store.py uses
 
     def held_sync(self: Segment) -> None:
         if threading.current_thread() is not main:
@@ -230,7 +230,7 @@ def test_sync_outside_the_lock_never_touches_a_write_in_progress(tmp_path, monke
     thread = threading.Thread(target=syncer)
     thread.start()
     assert syncing.wait(timeout=30)  # the syncer is past the lock, about to sync
-    monkeypatch.setattr(segment_module, "crc32c", crc32c)
+    monkeypatch.setattr(store_module, "crc32c", crc32c)
     assert log.append(b"second") == 1
     monkeypatch.undo()
     thread.join(timeout=30)

@@ -1,7 +1,9 @@
 """Crash safety: a writer killed with SIGKILL at random moments, many times over.
 
 After every kill the log must reopen without error and hold an unbroken prefix
-0..N of exactly what the writer wrote, N at least the last acknowledged offset.
+0..N of exactly what the writer wrote, N at least the last acknowledged offset,
+and N + 1 must be where a batch begins: every batch (one entry) is there whole
+or not at all, also batches that span several segments' worth of records.
 Every append reaches the kernel before it returns, so this holds under every
 sync policy (sync policies are about power loss, which a kill is not).
 """
@@ -14,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -58,7 +61,9 @@ def load_writer() -> ModuleType:
     return module
 
 
-def check(directory: Path, copy: Path, writer: ModuleType, cfg: object, acked: int) -> int:
+def check(
+    directory: Path, copy: Path, writer: ModuleType, cfg: object, acked: int, big: bool
+) -> int:
     """Verify a copy (so the next writer recovers the crash state itself); its next offset."""
     if not directory.exists():  # killed before it made the directory
         assert acked == -1
@@ -77,6 +82,12 @@ def check(directory: Path, copy: Path, writer: ModuleType, cfg: object, acked: i
         assert expected == nxt
         if nxt:
             assert log.read(nxt - 1).value == writer.value_for(nxt - 1)
+    boundary = 0
+    while boundary < nxt:
+        boundary += writer.batch_size(boundary, big)
+    assert boundary == nxt, (
+        f"torn batch: the log ends at {nxt}, inside a batch ending at {boundary}"
+    )
     return nxt
 
 
@@ -87,6 +98,7 @@ def crash_loop(
     seed: int,
     max_store_bytes: int,
     max_index_entries: int,
+    big: bool = False,
 ) -> None:
     writer = load_writer()
     cfg = writer.config(policy, max_store_bytes, max_index_entries)
@@ -104,6 +116,7 @@ def crash_loop(
                 str(rng.randrange(1 << 30)),
                 str(max_store_bytes),
                 str(max_index_entries),
+                *(["big"] if big else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -125,6 +138,10 @@ def crash_loop(
                         acked = max(acked, int(line))
                     kills_while_appending += 1
         finally:
+            if big:
+                # Past the last acknowledged line the writer is building its next
+                # batch: land the kill anywhere in it, its copy included.
+                time.sleep(rng.uniform(0, 0.05))
             proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
         # Lines written before the kill were acknowledged too.
@@ -132,7 +149,7 @@ def crash_loop(
             if line.isdigit():
                 acked = max(acked, int(line))
         assert proc.returncode == -signal.SIGKILL, f"writer failed (iteration {iteration}):\n{err}"
-        nxt = check(directory, tmp_path / "check", writer, cfg, acked)
+        nxt = check(directory, tmp_path / "check", writer, cfg, acked, big)
         assert nxt > acked
     assert kills_while_appending > iterations // 2
     assert acked > 100  # the loop really wrote something worth checking
@@ -153,3 +170,14 @@ def test_sigkill_leaves_an_unbroken_prefix_with_every_acknowledged_record(
     workdir, policy, iterations, seed, max_store_bytes, max_index_entries
 ):
     crash_loop(workdir, policy, iterations, seed, max_store_bytes, max_index_entries)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("policy", "seed", "max_store_bytes", "max_index_entries"),
+    [("always", 4, 16000, 40), ("never", 5, 20000, 12)],
+)
+def test_sigkill_during_batches_larger_than_a_segment_keeps_them_whole(
+    workdir, policy, seed, max_store_bytes, max_index_entries
+):
+    crash_loop(workdir, policy, 30, seed, max_store_bytes, max_index_entries, big=True)

@@ -102,7 +102,7 @@ def test_full_index(tmp_path):
 def test_truncate_zeroes_dropped_entries(tmp_path):
     path = str(tmp_path / "i.index")
     idx = Index(path, MAX_BYTES)
-    idx.write_many([10, 20, 30, 40, 50])
+    idx.write_many([100, 200, 300, 400, 500])
     idx.truncate(2)
     assert idx.entries == 2
     with pytest.raises(OffsetOutOfRange):

@@ -1,4 +1,4 @@
-"""Log: offsets, reads, reopen, the raw reader, truncation, batches, retention, consensus index."""
+"""Log: offsets, reads, reopen, compaction and truncation, batches, retention, consensus index."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pyproglog.log import (
     LogConfig,
     OffsetOutOfRange,
     Record,
-    decode_frames,
 )
 from pyproglog.log.format import FRAME_OVERHEAD, INDEX_ENTRY_WIDTH, STORE_HEADER_SIZE
 
@@ -105,27 +104,11 @@ def test_reopen_across_segments(tmp_path):
     log.close()
 
 
-def test_raw_reader_yields_every_record_in_order(tmp_path):
-    with Log(tmp_path, SMALL) as log:
-        fill(log, 11)
-        assert log.info().segment_count > 2
-        reader = log.reader()
-        data = reader.read()
-        assert data is not None
-        records, consumed = decode_frames(data, 0)
-        assert consumed == len(data)
-        assert [(r.offset, r.value) for r in records] == [(i, value(i)) for i in range(11)]
-        # Appends after the reader was made are not in it.
-        fill(log, 1)
-        assert log.reader().read() != data
-        assert reader.read() == b""
-
-
-def test_truncate_removes_whole_older_segments(tmp_path):
+def test_compact_before_removes_whole_older_segments(tmp_path):
     log = Log(tmp_path, SMALL)
     fill(log, 12)
     before = store_files(tmp_path)
-    log.truncate(7)
+    log.compact_before(7)
     lowest = log.lowest_offset
     # Whole segments only: the one holding 7 stays, so lowest is a segment base <= 7.
     assert 0 < lowest <= 7
@@ -136,7 +119,7 @@ def test_truncate_removes_whole_older_segments(tmp_path):
             log.read(off)
     assert_readable(log, lowest, 11)
     # Truncating everything keeps the active segment and the next offset.
-    log.truncate(1000)
+    log.compact_before(1000)
     assert log.next_offset == 12
     assert log.append(value(12)) == 12
     log.close()
@@ -169,7 +152,7 @@ def test_truncate_after_the_end_changes_nothing_and_below_the_start_is_refused(t
     log.truncate_after(4)
     log.truncate_after(100)
     assert log.next_offset == 5
-    log.truncate(3)
+    log.compact_before(3)
     lowest = log.lowest_offset
     with pytest.raises(OffsetOutOfRange):
         log.truncate_after(lowest - 2)
@@ -200,22 +183,32 @@ def test_batch_append_gets_contiguous_offsets(tmp_path):
     log.close()
 
 
-def test_batch_keeps_record_fields(tmp_path):
+def test_batch_keeps_record_fields_and_the_term_is_the_callers(tmp_path):
     with Log(tmp_path) as log:
+        # A record's own term (a client's) never reaches the disk: the caller stamps it.
         recs = [
             Record(b"a", term=3, type=1, timestamp_ms=1000),
             Record(b"b", term=4, type=2, timestamp_ms=2000),
         ]
         assert log.append_batch(recs) == 0
-        got = log.read_range(0)
-        assert [(r.offset, r.value, r.term, r.type, r.timestamp_ms) for r in got] == [
-            (0, b"a", 3, 1, 1000),
-            (1, b"b", 4, 2, 2000),
-        ]
+        assert log.append_batch(recs, term=7) == 2
+        assert log.append(b"c", term=9, type=5, timestamp_ms=3000) == 4
         before = time.time_ns() // 1_000_000
         log.append(b"now")
         after = time.time_ns() // 1_000_000
-        assert before <= log.read(2).timestamp_ms <= after
+        for log_now in (log, Log(tmp_path)):  # as stored, after a reopen too
+            if log_now is not log:
+                log.close()
+            got = log_now.read_range(0)
+            assert [(r.offset, r.value, r.term, r.type, r.timestamp_ms) for r in got[:5]] == [
+                (0, b"a", 0, 1, 1000),
+                (1, b"b", 0, 2, 2000),
+                (2, b"a", 7, 1, 1000),
+                (3, b"b", 7, 2, 2000),
+                (4, b"c", 9, 5, 3000),
+            ]
+            assert before <= log_now.read(5).timestamp_ms <= after
+        log_now.close()
 
 
 def test_read_range_limits(tmp_path):
@@ -259,7 +252,7 @@ def test_iter_records(tmp_path):
         fill(log, 1)
         rest = [r.offset for r in it]
         assert rest == list(range(1, 10))
-        log.truncate(5)
+        log.compact_before(5)
         assert next(log.iter_records()).offset == log.lowest_offset
 
 

@@ -34,6 +34,8 @@ class LogModel(RuleBasedStateMachine):
         self.lowest = 0
         # records[i] is offset lowest + i: (value, consensus index of its batch)
         self.records: list[tuple[bytes, int]] = []
+        # Consensus index of the record just before `lowest` (0: none ever dropped).
+        self.before = 0
 
     @property
     def next(self) -> int:
@@ -79,10 +81,12 @@ class LogModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def truncate(self, data: st.DataObject) -> None:
         lowest = data.draw(st.integers(self.lowest - 2, self.next + 2))
-        self.log.truncate(lowest)
+        self.log.compact_before(lowest)
         new_lowest = self.log.lowest_offset
         # Whole segments only: never past `lowest` unless everything is below it.
         assert self.lowest <= new_lowest <= max(self.lowest, min(lowest, self.next))
+        if new_lowest > self.lowest:
+            self.before = self.records[new_lowest - self.lowest - 1][1]
         del self.records[: new_lowest - self.lowest]
         self.lowest = new_lowest
 
@@ -139,7 +143,9 @@ class LogModel(RuleBasedStateMachine):
         info = log.info()
         assert (info.lowest_offset, info.next_offset) == (self.lowest, self.next)
         assert log.highest_offset == self.next - 1
-        assert log.last_consensus_index == (self.records[-1][1] if self.records else 0)
+        # An empty log still knows the entry before its first record (retention/compaction).
+        assert log.last_consensus_index == (self.records[-1][1] if self.records else self.before)
+        assert log.entry_before_first() == (self.before, 0)
         stores = [n for n in os.listdir(self.directory) if n.endswith(".store")]
         assert len(stores) == info.segment_count
         got = [(r.offset, r.value) for r in log.iter_records()]

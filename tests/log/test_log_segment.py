@@ -59,7 +59,7 @@ def test_full_index_makes_the_segment_maxed_and_it_refuses_cleanly(tmp_path):
         assert not seg.is_maxed
         _append(seg, value)
     assert seg.is_maxed
-    assert seg.room([FRAME_OVERHEAD + 1]) == 0
+    assert not seg.fits(1, FRAME_OVERHEAD + 1)
     size = seg.size
     # The segment refuses the next append without writing anything.
     with pytest.raises(SegmentFull):
@@ -93,25 +93,30 @@ def test_full_store_makes_the_segment_maxed(tmp_path):
     frame = FRAME_OVERHEAD + len(value)
     config = LogConfig(max_store_bytes=STORE_HEADER_SIZE + 3 * frame, max_record_bytes=100)
     seg = Segment(str(tmp_path), 0, config)
-    assert seg.room([frame] * 5) == 3
+    assert seg.fits(3, 3 * frame)
+    assert not seg.fits(4, 4 * frame)
     for _ in range(3):
         assert not seg.is_maxed
         seg.append_batch([Record(value)], NOW, 0)
     assert seg.is_maxed
-    assert seg.room([frame]) == 0
-    assert seg.room([FRAME_OVERHEAD]) == 0
+    assert not seg.fits(1, frame)
+    assert not seg.fits(1, FRAME_OVERHEAD)
     seg.close()
     seg = Segment(str(tmp_path), 0, config)
     assert seg.is_maxed
     seg.close()
 
 
-def test_room_counts_frames_that_fit(tmp_path):
-    config = LogConfig(max_store_bytes=STORE_HEADER_SIZE + 300, max_record_bytes=200)
+def test_fits_counts_bytes_and_entries(tmp_path):
+    config = LogConfig(
+        max_store_bytes=STORE_HEADER_SIZE + 300 + FRAME_OVERHEAD,
+        max_index_bytes=INDEX_ENTRY_WIDTH * 3,
+        max_record_bytes=200,
+    )
     seg = Segment(str(tmp_path), 0, config)
-    assert seg.room([100, 100, 100, 1]) == 3
-    assert seg.room([250, 100]) == 1
-    assert seg.room([301]) == 0
+    assert seg.fits(3, 300)
+    assert not seg.fits(4, 300)  # the index holds three
+    assert not seg.fits(1, 301 + FRAME_OVERHEAD)
     seg.close()
 
 

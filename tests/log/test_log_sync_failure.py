@@ -65,8 +65,8 @@ def test_interval_sync_failure_refuses_appends(
         patch.setattr(os, "fdatasync", failing_fdatasync)
         log.append(b"x")
         # The background syncer hits the error; wait for it by its effect.
-        thread = log._sync_thread
-        assert thread is not None
+        assert log._syncer is not None
+        thread = log._syncer._thread
         thread.join(timeout=30)
         assert not thread.is_alive()
     with pytest.raises(LogWriteError, match="refuses appends until it is reopened"):

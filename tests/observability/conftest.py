@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyproglog.agent import Agent
-from pyproglog.config import Settings
 from pyproglog.observability import Tracing
 from pyproglog.observability.grpc_interceptor import REQUEST_LOGGER
+from pyproglog.testing import started_agent
 
 
 @asynccontextmanager
@@ -24,15 +24,11 @@ async def running_agent(
     tmp_path: Path, tracing: Tracing | None = None, **overrides: Any
 ) -> AsyncIterator[Agent]:
     """A node in the test's loop on free ports; tracing off unless given."""
-    settings = Settings.load(
-        {"data_dir": tmp_path / "data", "rpc_port": 0, "http_addr": "127.0.0.1:0", **overrides}
-    )
-    node = Agent(settings, tracing=tracing if tracing is not None else Tracing())
-    await node.start()
-    try:
+    settings = {"data_dir": tmp_path / "data", "rpc_port": 0, "http_addr": "127.0.0.1:0"}
+    async with started_agent(
+        {**settings, **overrides}, tracing=tracing if tracing is not None else Tracing()
+    ) as node:
         yield node
-    finally:
-        await node.stop()
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.observability import configure_logging
-from tests.harness import ServerProcess
+from pyproglog.testing import ServerProcess
 
 
 def json_lines(lines: list[str]) -> list[dict[str, Any]]:

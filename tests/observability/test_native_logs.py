@@ -16,7 +16,7 @@ import pytest
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.auth.certs import CertPaths, init_dir
-from tests.harness import ServerProcess
+from pyproglog.testing import ServerProcess
 
 
 def test_failed_tls_handshakes_leave_no_native_lines(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.log.format import FRAME_OVERHEAD, INDEX_ENTRY_WIDTH
-from tests.harness import ServerProcess
+from pyproglog.testing import ServerProcess
 from tests.log.test_log_corruption import flip, frames, store_path
 
 # Four records per segment: twelve make sealed segments 0, 4, 8 and an empty active 12.

@@ -31,29 +31,38 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from pyproglog.agent import Agent
+from pyproglog.limits import DEFAULT_MAX_RECORD_BYTES
 from pyproglog.log import DiskFull
-from pyproglog.server.core import ServiceLimits
-from pyproglog.server.gateway import limit_body, max_body_bytes
-from tests.harness import ServerProcess
+from pyproglog.server.http.body import limit_body, max_body_bytes
+from pyproglog.testing import ServerProcess
 
-MAX_RECORD_BYTES = ServiceLimits().max_record_bytes  # the default the fixtures run with
+MAX_RECORD_BYTES = DEFAULT_MAX_RECORD_BYTES  # the fixtures run with the default
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def error_of(resp: httpx.Response, status: int, code: str) -> str:
-    """The message of a JSON error response with this status and code."""
+def error_body(resp: httpx.Response, status: int, code: str, reason: str) -> dict[str, Any]:
+    """The `error` object of a JSON error response with this status, code and reason."""
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"] == "application/json"
     body = resp.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message"}
-    assert body["error"]["code"] == code
-    message = body["error"]["message"]
-    assert isinstance(message, str) and message
-    assert "Traceback" not in message
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "reason", "message", "metadata"}
+    assert (error["code"], error["reason"]) == (code, reason)
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in error["message"]
+    assert all(isinstance(v, str) for v in error["metadata"].values())
+    return error
+
+
+def error_of(resp: httpx.Response, status: int, code: str, reason: str | None = None) -> str:
+    """The message of a JSON error response with this status and code (and reason)."""
+    message: str = error_body(resp, status, code, reason or resp.json()["error"]["reason"])[
+        "message"
+    ]
     return message
 
 
@@ -102,7 +111,10 @@ async def test_book_consume_past_the_end_is_404(http: httpx.AsyncClient) -> None
     assert error_of(resp, 404, "OUT_OF_RANGE") == "offset out of range: 0"
     await http.post("/", json={"record": {"value": b64(b"x")}})
     resp = await http.request("GET", "/", json={"offset": 1})
-    assert error_of(resp, 404, "OUT_OF_RANGE") == "offset out of range: 1"
+    error = error_body(resp, 404, "OUT_OF_RANGE", "OFFSET_OUT_OF_RANGE")
+    assert error["message"] == "offset out of range: 1"
+    # Where a reader can go on, without parsing the message.
+    assert error["metadata"] == {"offset": "1", "lowest": "0", "next": "1"}
 
 
 async def test_every_json_route_takes_curls_default_content_type(http: httpx.AsyncClient) -> None:
@@ -309,7 +321,7 @@ async def test_malformed_requests_are_400(
     expected: str,
 ) -> None:
     resp = await http.request(method, path, **request_kwargs)
-    assert expected in error_of(resp, 400, "INVALID_ARGUMENT")
+    assert expected in error_of(resp, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
     assert await next_offset(http) == 0  # nothing written
 
 
@@ -319,11 +331,16 @@ async def test_too_large_is_413_and_nothing_written(http: httpx.AsyncClient) -> 
     big = b64(b"x" * (MAX_RECORD_BYTES + 1))
 
     resp = await http.post("/", json={"record": {"value": big}})
-    message = error_of(resp, 413, "INVALID_ARGUMENT")
+    error = error_body(resp, 413, "INVALID_ARGUMENT", "RECORD_TOO_LARGE")
+    message = error["message"]
     assert f"{MAX_RECORD_BYTES + 1} bytes exceeds the limit of {MAX_RECORD_BYTES}" in message
+    size, limit = str(MAX_RECORD_BYTES + 1), str(MAX_RECORD_BYTES)
+    assert error["metadata"] == {"size": size, "limit": limit}
     # Batches are all or nothing: the small record is not written either.
     resp = await http.post("/v1/records", json={"records": [{"value": GOOD}, {"value": big}]})
-    assert "record 1 of" in error_of(resp, 413, "INVALID_ARGUMENT")
+    error = error_body(resp, 413, "INVALID_ARGUMENT", "RECORD_TOO_LARGE")
+    assert "record 1 of" in error["message"]
+    assert error["metadata"] == {"size": size, "limit": limit, "index": "1"}
     assert (await http.get("/v1/info")).json() == info
 
     # The limit itself is fine.
@@ -334,7 +351,7 @@ async def test_too_large_is_413_and_nothing_written(http: httpx.AsyncClient) -> 
 async def test_body_over_the_limit_is_413(agent: Agent) -> None:
     # Declared, not sent: the gateway refuses before reading a byte of it.
     assert agent.service is not None
-    limit = max_body_bytes(agent.service.limits)
+    limit = max_body_bytes(agent.service.max_record_bytes)
     host, port = agent.http_url.removeprefix("http://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
@@ -354,7 +371,9 @@ async def test_body_over_the_limit_is_413(agent: Agent) -> None:
     assert json.loads(body) == {
         "error": {
             "code": "INVALID_ARGUMENT",
+            "reason": "REQUEST_TOO_LARGE",
             "message": f"request body is larger than {limit} bytes",
+            "metadata": {"limit": str(limit)},
         }
     }
 
@@ -378,9 +397,10 @@ async def test_body_limit_counts_undeclared_bodies() -> None:
 
 async def test_unknown_routes_and_methods_are_json(http: httpx.AsyncClient) -> None:
     resp = await http.get("/no/such/route")
-    assert error_of(resp, 404, "NOT_FOUND") == "Not Found: GET /no/such/route"
+    assert error_of(resp, 404, "NOT_FOUND", "NOT_FOUND") == "Not Found: GET /no/such/route"
     resp = await http.delete("/v1/info")
-    assert error_of(resp, 405, "METHOD_NOT_ALLOWED") == "Method Not Allowed: DELETE /v1/info"
+    message = error_of(resp, 405, "METHOD_NOT_ALLOWED", "METHOD_NOT_ALLOWED")
+    assert message == "Method Not Allowed: DELETE /v1/info"
     assert resp.headers["allow"] == "GET"
 
 
@@ -388,7 +408,7 @@ async def test_shutting_down_is_503(agent: Agent, http: httpx.AsyncClient) -> No
     assert agent.service is not None
     agent.service.begin_shutdown()
     resp = await http.post("/", json={"record": {"value": GOOD}})
-    assert error_of(resp, 503, "UNAVAILABLE") == "server is shutting down"
+    assert error_of(resp, 503, "UNAVAILABLE", "SHUTTING_DOWN") == "server is shutting down"
     resp = await http.post("/v1/records", json={"records": [{"value": GOOD}]})
     assert error_of(resp, 503, "UNAVAILABLE") == "server is shutting down"
 
@@ -403,7 +423,7 @@ async def test_disk_full_is_507(
 
     monkeypatch.setattr(agent.log, "append_batch", disk_full)
     resp = await http.post("/v1/records", json={"records": [{"value": GOOD}]})
-    assert "disk is full" in error_of(resp, 507, "RESOURCE_EXHAUSTED")
+    assert "disk is full" in error_of(resp, 507, "RESOURCE_EXHAUSTED", "DISK_FULL")
 
 
 async def test_a_bug_is_a_json_500_without_details(
@@ -416,7 +436,7 @@ async def test_a_bug_is_a_json_500_without_details(
 
     monkeypatch.setattr(agent.service, "read", broken)
     resp = await http.get("/v1/records/0")
-    assert error_of(resp, 500, "INTERNAL") == "internal error"
+    assert error_of(resp, 500, "INTERNAL", "INTERNAL") == "internal error"
 
 
 # -- the OpenAPI document -----------------------------------------------------------

@@ -31,7 +31,8 @@ from grpc_status import rpc_status
 from pyproglog.agent import Agent
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.server.core import LogService
-from tests.harness import ServerProcess, started_agent
+from pyproglog.server.grpc.service import consume_responses
+from pyproglog.testing import ServerProcess, started_agent
 
 STEP = 10.0  # deadline for anything that should happen "at once"
 BIG_MESSAGES = [
@@ -70,6 +71,19 @@ def spy_waits(service: LogService, monkeypatch: pytest.MonkeyPatch) -> asyncio.E
     return waiting
 
 
+def error_info(status: Any) -> tuple[str, dict[str, str]]:
+    """The reason and metadata of the one ErrorInfo detail of a rich status."""
+    infos = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            infos.append(info)
+    assert len(infos) == 1, status
+    assert infos[0].domain == "proglog.dev"
+    return infos[0].reason, dict(infos[0].metadata)
+
+
 async def expect_error(call: Any, code: grpc.StatusCode) -> tuple[grpc.aio.AioRpcError, Any]:
     """Await a unary call that must fail with `code`: the error and its rich status."""
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -96,6 +110,18 @@ async def test_produce_then_consume(stub: log_pb2_grpc.LogStub) -> None:
     assert second.offset == 1
     got = await stub.Consume(log_pb2.ConsumeRequest(offset=1))
     assert (got.record.value, got.record.offset) == (b"second", 1)
+
+
+async def test_the_server_stamps_the_term_and_keeps_the_clients_type(
+    stub: log_pb2_grpc.LogStub,
+) -> None:
+    # A term is the consensus' to give: one a client sends must never be stored.
+    sent = log_pb2.Record(value=b"v", term=7, type=3)
+    await stub.Produce(log_pb2.ProduceRequest(record=sent))
+    await stub.ProduceBatch(log_pb2.ProduceBatchRequest(records=[sent, sent]))
+    one = (await stub.Consume(log_pb2.ConsumeRequest(offset=0))).record
+    fetched = (await stub.Fetch(log_pb2.FetchRequest(offset=0))).records
+    assert [(r.term, r.type) for r in [one, *fetched]] == [(0, 3)] * 4
 
 
 @pytest.mark.parametrize("sync_policy", ["interval", "always"])
@@ -176,6 +202,11 @@ async def test_consume_past_end_is_out_of_range_with_details(
     assert len(localized) == 1
     assert localized[0].locale == "en-US"
     assert "3" in localized[0].message
+    # What a program needs, without parsing the message.
+    assert error_info(status) == (
+        "OFFSET_OUT_OF_RANGE",
+        {"offset": "3", "lowest": "0", "next": "3"},
+    )
 
     # Far past the end too, and Fetch past the end (the batch read path).
     _, status = await expect_error(
@@ -369,15 +400,18 @@ async def test_oversized_record_is_invalid_argument_and_nothing_is_written(
         )
         assert "1025" in (err.details() or "") and "1024" in (err.details() or "")
         assert status is not None and status.code == code_pb2.INVALID_ARGUMENT
+        assert error_info(status) == ("RECORD_TOO_LARGE", {"size": "1025", "limit": "1024"})
 
         # One bad record spoils the whole batch.
-        err, _ = await expect_error(
+        err, status = await expect_error(
             stub.ProduceBatch(
                 log_pb2.ProduceBatchRequest(records=[rec(b"ok"), rec(b"y" * 2000), rec(b"ok")])
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert "record 1" in (err.details() or "")
+        meta = {"size": "2000", "limit": "1024", "index": "1"}
+        assert error_info(status) == ("RECORD_TOO_LARGE", meta)
 
         stream = stub.ProduceStream()
         await stream.write(log_pb2.ProduceRequest(record=rec(b"z" * 4096)))
@@ -407,10 +441,11 @@ async def test_record_within_a_large_configured_limit_is_accepted(tmp_path: Path
 
 
 async def test_empty_produce_batch_is_invalid_argument(stub: log_pb2_grpc.LogStub) -> None:
-    err, _ = await expect_error(
+    err, status = await expect_error(
         stub.ProduceBatch(log_pb2.ProduceBatchRequest()), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert err.details()
+    assert error_info(status) == ("INVALID_ARGUMENT", {})
     info = await stub.GetLogInfo(log_pb2.GetLogInfoRequest())
     assert info.empty
 
@@ -685,3 +720,14 @@ def test_cancelled_streams_log_no_errors(tmp_path: Path) -> None:
     assert not [e for e in entries if "exception" in e]
     gone = [e for e in entries if "client went away" in e.get("event", "")]
     assert gone, "no stream was cancelled during a send: the test did not test anything"
+
+
+def test_consume_responses_retag_each_encoded_record() -> None:
+    # Lengths whose varints take one, two and three bytes.
+    records = [
+        log_pb2.Record(value=b"v" * n, offset=i, term=1, type=2, timestamp_ms=3)
+        for i, n in enumerate([0, 5, 300, 70_000])
+    ]
+    data = log_pb2.FetchResponse(records=records).SerializeToString()
+    responses = [log_pb2.ConsumeResponse.FromString(m) for m in consume_responses(data)]
+    assert [r.record for r in responses] == records

@@ -8,15 +8,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-import pyproglog.agent.agent as agent_module
+import pyproglog.agent.retention as retention_module
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
-from tests.harness import started_agent
+from pyproglog.testing import started_agent
 
 
 async def test_idle_node_drops_segments_past_retention(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(agent_module, "_RETENTION_PERIOD_SECONDS", 0.05)
+    monkeypatch.setattr(retention_module, "_PERIOD_SECONDS", 0.05)
     settings = {
         "data_dir": tmp_path / "data",
         "rpc_port": 0,

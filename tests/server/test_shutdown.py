@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pyproglog.agent import Agent
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.config import Settings
-from tests.harness import ServerProcess
+from pyproglog.testing import ServerProcess
 
 LONG_GRACE = ["--shutdown-grace-seconds", "60"]
 EXIT_DEADLINE = 30.0  # well below LONG_GRACE: an exit by then was not held by the grace

@@ -39,7 +39,6 @@ class MemoryReleaser:
         self._trim = _load_malloc_trim()
         self._scheduled: asyncio.TimerHandle | None = None
         self._running: asyncio.Task[None] | None = None
-        self.trims = 0
 
     def stream_ended(self) -> None:
         """From the loop: a stream ended; schedule a trim unless one is pending."""
@@ -57,7 +56,6 @@ class MemoryReleaser:
         trim = self._trim
         assert trim is not None
         await asyncio.to_thread(trim, 0)
-        self.trims += 1
 
     async def close(self) -> None:
         if self._scheduled is not None:

@@ -4,7 +4,7 @@ uvicorn verifies client certificates but does not tell the application whose
 they are. `TLSH11Protocol` records the verified peer certificate when a
 connection is made and puts it in every request's scope as the ASGI TLS
 extension (`scope["extensions"]["tls"]`, plus our `client_cert_common_name`),
-where `pyproglog.server.http_authz` reads it.
+where `pyproglog.server.http.authz` reads it.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.client._errors import ClientClosed, ClientError, Unreachable, from_rpc_error
 from pyproglog.client._tls import ClientTLS
 from pyproglog.client._types import FetchResult, LogInfo, Record, Server, TimestampOffset
+from pyproglog.limits import DEFAULT_MAX_RECORD_BYTES, max_message_bytes
 
 Value = bytes | str
 RecordInput = bytes | str | Record
@@ -19,9 +20,6 @@ RecordInput = bytes | str | Record
 _T = TypeVar("_T")
 
 DEFAULT_TIMEOUT = 10.0
-# Fetch and batch-stream messages can be up to the server's max_fetch_bytes
-# (16 MiB) plus one record; grpc's 4 MiB default would reject them.
-_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 
 
 def _to_bytes(value: Value) -> bytes:
@@ -41,7 +39,9 @@ class Client:
 
     `timeout` is the deadline of each unary call in seconds (None: none); for
     `tail` it bounds only the wait for a connection, since a tail never ends by
-    itself. Failures raise `ClientError` subclasses, never `grpc.RpcError`.
+    itself. `max_record_bytes` is the server's record size limit, when raised
+    above the default: it sizes the largest message the client accepts.
+    Failures raise `ClientError` subclasses, never `grpc.RpcError`.
     The client is thread-safe; `close()` it, or use it as a context manager.
     """
 
@@ -52,10 +52,17 @@ class Client:
         tls: ClientTLS | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         options: Iterable[tuple[str, Any]] = (),
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self.addr = addr
         self.timeout = timeout
-        opts: list[tuple[str, Any]] = [("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES)]
+        # Fetch and batch-stream messages are as large as the node's own budget;
+        # grpc's 4 MiB default would reject them.
+        budget = max_message_bytes(max_record_bytes)
+        opts: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", budget),
+            ("grpc.max_send_message_length", budget),
+        ]
         if tls is not None:
             opts += tls.channel_options()
         opts += list(options)

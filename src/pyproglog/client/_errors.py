@@ -12,7 +12,6 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
-_OFFSET_IN_MESSAGE = re.compile(r"offset out of range: (\d+)")
 
 
 class ClientError(Exception):
@@ -32,6 +31,27 @@ class ClientError(Exception):
         # when their type is known, else left as Any.
         self.details: tuple[Message, ...] = tuple(details)
 
+    @property
+    def error_info(self) -> error_details_pb2.ErrorInfo | None:
+        """The server's ErrorInfo detail: what happened, for a program to test."""
+        for d in self.details:
+            if isinstance(d, error_details_pb2.ErrorInfo):
+                return d
+        return None
+
+    @property
+    def error_reason(self) -> str | None:
+        """The stable cause the server named (`OFFSET_OUT_OF_RANGE`, `DISK_FULL`, ...;
+        docs/api.md lists them); None when the error did not come from the service."""
+        info = self.error_info
+        return info.reason if info is not None and info.reason else None
+
+    @property
+    def error_metadata(self) -> dict[str, str]:
+        """Facts that come with the reason (`offset`, `limit`, `leader_addr`, ...), as strings."""
+        info = self.error_info
+        return dict(info.metadata) if info is not None else {}
+
 
 class TLSConfigError(ClientError):
     """The TLS settings cannot work (missing file, key without certificate)."""
@@ -50,12 +70,7 @@ class Unavailable(ClientError):
     @property
     def leader_addr(self) -> str | None:
         """The leader's RPC address when the server named one (ErrorInfo metadata)."""
-        for d in self.details:
-            if isinstance(d, error_details_pb2.ErrorInfo):
-                addr = d.metadata.get("leader_addr")
-                if addr:
-                    return str(addr)
-        return None
+        return self.error_metadata.get("leader_addr") or None
 
 
 class Unreachable(Unavailable):
@@ -102,7 +117,11 @@ def tls_problem(reason: str) -> TLSProblem | None:
 
 
 class OffsetOutOfRange(ClientError):
-    """The offset is past the end of the log or below its lowest retained offset."""
+    """The offset is past the end of the log or below its lowest retained offset.
+
+    `offset` is the offset asked for; `lowest` and `next_offset` the log's bounds
+    when the server answered (None otherwise): where a reader can resume.
+    """
 
     def __init__(
         self,
@@ -113,7 +132,13 @@ class OffsetOutOfRange(ClientError):
         details: Sequence[Message] = (),
     ) -> None:
         super().__init__(message, code=code, details=details)
-        self.offset = offset
+        self.offset = _int(self.error_metadata.get("offset"), offset)
+        self.lowest = _int(self.error_metadata.get("lowest"), None)
+        self.next_offset = _int(self.error_metadata.get("next"), None)
+
+
+def _int(text: str | None, default: int | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else default
 
 
 class InvalidArgument(ClientError):
@@ -228,10 +253,7 @@ def from_rpc_error(
             return Unreachable(addr, f"no answer{within}", code=code)
         return DeadlineExceeded(f"no answer from {addr}{within}", code=code)
     if code is grpc.StatusCode.OUT_OF_RANGE:
-        m = _OFFSET_IN_MESSAGE.search(text)
-        return OffsetOutOfRange(
-            text, int(m.group(1)) if m else offset, code=code, details=rich or ()
-        )
+        return OffsetOutOfRange(text, offset, code=code, details=rich or ())
     cls = _BY_CODE.get(code, ServerError)
     if cls is ServerError:
         text = f"{code.name}: {text}"

@@ -11,15 +11,18 @@ from pyproglog.log.errors import (
     LogClosed,
     LogError,
     LogWriteError,
+    MissingRecords,
     OffsetOutOfRange,
     RecordTooLarge,
 )
-from pyproglog.log.format import Record, RecordLike, decode_frames
+from pyproglog.log.format import Record, RecordLike
 from pyproglog.log.log import Log, LogInfo
+from pyproglog.log.ranges import EncodedRange
 
 __all__ = [
     "CorruptSegment",
     "DiskFull",
+    "EncodedRange",
     "InvalidConfig",
     "Log",
     "LogClosed",
@@ -27,10 +30,10 @@ __all__ = [
     "LogError",
     "LogInfo",
     "LogWriteError",
+    "MissingRecords",
     "OffsetOutOfRange",
     "Record",
     "RecordLike",
     "RecordTooLarge",
     "SyncPolicy",
-    "decode_frames",
 ]

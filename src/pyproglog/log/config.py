@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pyproglog.log.errors import InvalidConfig
 from pyproglog.log.format import (
-    BODY_HEADER,
+    BODY_OVERHEAD,
     FRAME_OVERHEAD,
     INDEX_ENTRY_WIDTH,
     MAX_BODY,
@@ -53,10 +53,10 @@ class LogConfig:
             raise InvalidConfig("max_index_bytes allows more than 2**32 entries per segment")
         if self.max_record_bytes < 1:
             raise InvalidConfig(f"max_record_bytes must be at least 1, got {self.max_record_bytes}")
-        if self.max_record_bytes > MAX_BODY - BODY_HEADER.size:
+        if self.max_record_bytes > MAX_BODY - BODY_OVERHEAD:
             # A frame's length field is 32 bits wide.
             raise InvalidConfig(
-                f"max_record_bytes must be at most {MAX_BODY - BODY_HEADER.size}, "
+                f"max_record_bytes must be at most {MAX_BODY - BODY_OVERHEAD}, "
                 f"got {self.max_record_bytes}"
             )
         smallest_segment = STORE_HEADER_SIZE + FRAME_OVERHEAD + self.max_record_bytes

@@ -33,7 +33,8 @@ class Index:
         The active segment's index is pre-allocated to `max_bytes`. A sealed
         segment's (`sealed_entries` given: how many records it must hold) only
         gets the room those entries need: a cleanly closed one is mapped at its
-        own size and its file is neither grown nor cut.
+        own size and its file is neither grown nor cut. (A segment that holds
+        one batch larger than a segment has more than `max_bytes` of entries.)
         """
         self.path = path
         self.max_entries = max_bytes // INDEX_ENTRY_WIDTH
@@ -45,7 +46,8 @@ class Index:
                 capacity = max(max_bytes, whole)
                 closed_cleanly = size != capacity and size % INDEX_ENTRY_WIDTH == 0
             else:
-                want = min(sealed_entries, self.max_entries) * INDEX_ENTRY_WIDTH
+                own = max(self.max_entries, whole // INDEX_ENTRY_WIDTH)
+                want = min(sealed_entries, own) * INDEX_ENTRY_WIDTH
                 capacity = max(want, whole, INDEX_ENTRY_WIDTH)
                 closed_cleanly = size == want
             if size < capacity:
@@ -62,12 +64,13 @@ class Index:
         self.entries = self._probe(size // INDEX_ENTRY_WIDTH)
         self._closed = False
 
-    def reserve(self) -> None:
-        """Room for `max_entries` (a sealed segment made active again by truncate_after).
+    def reserve(self, entries: int = 0) -> None:
+        """Room for max(`max_entries`, `entries`): a sealed segment made active
+        again by truncate_after, or a batch larger than a segment in its own.
 
         Raises DiskFull when there is no space; the index is unchanged then.
         """
-        want = self.max_entries * INDEX_ENTRY_WIDTH
+        want = max(self.max_entries, entries) * INDEX_ENTRY_WIDTH
         if self.capacity * INDEX_ENTRY_WIDTH >= want:
             return
         try:
@@ -78,7 +81,7 @@ class Index:
         self._mm.flush()
         self._mm.close()
         self._mm = mm
-        self.capacity = self.max_entries
+        self.capacity = want // INDEX_ENTRY_WIDTH
         self._file_size = want
 
     def _valid(self, i: int) -> bool:

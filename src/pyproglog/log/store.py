@@ -17,9 +17,9 @@ store, so a dropped or torn frame can never later be read as a valid one. A file
 found longer than its frames (not closed cleanly) is cut back by the segment's
 recovery with `truncate`, which zeroes whatever is not zero after the end.
 
-`Segment.append_one` (the hot path of `Log.append`) writes one frame into the
-map itself, by the same rules as `append_encoded`: `reserve` first when the
-frame would run past the mapping, copy, then advance `_size`.
+The header (format v2) also records the consensus index and term of the last
+entry before the segment's first record, written once when the file is created,
+so that `term(first_index - 1)` survives retention removing older segments.
 """
 
 from __future__ import annotations
@@ -29,13 +29,15 @@ import errno
 import mmap
 import os
 import threading
+from collections.abc import Iterable
 
 from crc32c import crc32c
 
 from pyproglog.log.errors import CorruptSegment, LogClosed, write_error_from
-from pyproglog.log.format import FRAME_PREFIX, STORE_HEADER_SIZE, STORE_MAGIC
+from pyproglog.log.format import FRAME_PREFIX, STORE_HEADER, STORE_HEADER_SIZE, STORE_MAGIC
 
 _ZERO_CHUNK = bytes(1 << 20)
+_pack_prefix_into = FRAME_PREFIX.pack_into
 # A standalone store (no capacity given) grows its allocation in steps of this.
 _DEFAULT_GROWTH = 1 << 20
 # Pages written through the map count in the process's resident set (as file
@@ -47,12 +49,16 @@ RELEASE_EVERY = 8 << 20
 
 
 class Store:
-    def __init__(self, path: str, capacity: int = 0) -> None:
+    def __init__(
+        self, path: str, capacity: int = 0, entry_before: tuple[int, int] = (0, 0)
+    ) -> None:
         """Open (or create) the store at `path`.
 
         `capacity` is how much the file is pre-allocated to when it first has to
         grow (a segment passes its max_store_bytes); the store never refuses an
-        append for lack of capacity, it grows its allocation instead.
+        append for lack of capacity, it grows its allocation instead (a batch
+        larger than a segment gets a segment of its own that grows to hold it).
+        `entry_before` (consensus index, term) goes into the header of a new file.
         """
         self.path = path
         self.capacity = capacity
@@ -60,13 +66,17 @@ class Store:
         try:
             size = os.fstat(fd).st_size
             if size < STORE_HEADER_SIZE:
-                # New file, or a crash between creating it and writing its header.
-                if size and os.pread(fd, size, 0) != STORE_MAGIC[:size]:
+                # New file, or a crash between creating it and writing its header
+                # (one pwrite of 24 bytes; `entry_before` is the caller's to know).
+                head = os.pread(fd, min(size, len(STORE_MAGIC)), 0)
+                if head != STORE_MAGIC[: len(head)]:
                     raise CorruptSegment(path, 0, "not a proglog store file")
-                os.pwrite(fd, STORE_MAGIC, 0)
+                os.pwrite(fd, STORE_HEADER.pack(STORE_MAGIC, *entry_before), 0)
                 size = STORE_HEADER_SIZE
-            elif os.pread(fd, STORE_HEADER_SIZE, 0) != STORE_MAGIC:
-                raise CorruptSegment(path, 0, "not a proglog store file (bad magic)")
+            magic, prev_index, prev_term = STORE_HEADER.unpack(os.pread(fd, STORE_HEADER_SIZE, 0))
+            if magic != STORE_MAGIC:
+                why = "format v2 expected" if magic[:7] == STORE_MAGIC[:7] else "bad magic"
+                raise CorruptSegment(path, 0, f"not a proglog store file ({why})")
             mm = mmap.mmap(fd, size)
         except OSError as exc:
             os.close(fd)
@@ -76,6 +86,8 @@ class Store:
             raise
         self._fd = fd
         self._mm = mm
+        # (consensus index, term) of the last entry before this segment's first record.
+        self.entry_before = (prev_index, prev_term)
         # Length of the mapping, which is always the length of the file.
         self._mapped = size
         # Logical size: the end of the last frame. Until the segment's recovery
@@ -126,16 +138,12 @@ class Store:
             self._mm = mm
             self._mapped = want
 
-    def append(self, body: bytes) -> tuple[int, int]:
-        """Frame `body` (length + CRC-32C prefix) and write it: (bytes written, position)."""
-        frame = FRAME_PREFIX.pack(len(body), crc32c(body)) + body
-        return len(frame), self.append_encoded(frame)
-
     def append_encoded(self, frames: bytes | bytearray) -> int:
         """Write frames already encoded (see `format`) after the last one; their position.
 
-        One copy into the mapping. Only the allocation of more room (rare: when
-        the file is not yet pre-allocated) can fail, with nothing written.
+        One copy into the mapping: the store's only write path, with `append_pieces`.
+        Only the allocation of more room (rare: when the file is not yet
+        pre-allocated, or a batch outgrows its segment) can fail, with nothing written.
         """
         pos = self._size
         end = pos + len(frames)
@@ -146,6 +154,59 @@ class Store:
         if end >= self.release_at:
             self.release()
         return pos
+
+    def append_body(self, body: bytes) -> int:
+        """Frame `body` (length + CRC-32C prefix) and write it after the last frame;
+        its position. The one-frame path of `append_encoded`, by the same rules,
+        without building the frame first."""
+        pos = self._size
+        start = pos + FRAME_PREFIX.size
+        end = start + len(body)
+        if end > self._mapped:
+            self.reserve(end)
+        mm = self._mm
+        mm[start:end] = body
+        _pack_prefix_into(mm, pos, len(body), crc32c(body))
+        self._size = end
+        if end >= self.release_at:
+            self.release()
+        return pos
+
+    def append_pieces(self, pieces: Iterable[bytes | bytearray], size: int) -> int:
+        """Write `pieces` (`size` bytes in all) back to back after the last frame; the position.
+
+        Room for all of them is allocated first, so only that can fail, with
+        nothing written; the pieces are taken (made, by a generator) one at a
+        time, each copied before the next. A kill between two copies leaves a prefix of the
+        pieces: the frames' entry numbering lets recovery cut the torn entry whole.
+        """
+        pos = self._size
+        end = pos + size
+        if end > self._mapped:
+            self.reserve(end)
+        mm = self._mm
+        at = pos
+        for piece in pieces:
+            n = len(piece)
+            mm[at : at + n] = piece
+            at += n
+        if at != end:
+            raise ValueError(f"pieces of {at - pos} bytes, not {size}")  # a bug if reached
+        self._size = end
+        if end >= self.release_at:
+            self.release()
+        return pos
+
+    def patch(self, pos: int, data: bytes) -> None:
+        """Overwrite bytes inside the frames (a frame re-written whole, same size,
+        by `Segment.truncate_after`); in the page cache at once, like an append."""
+        if self._closed:
+            raise LogClosed()
+        if not STORE_HEADER_SIZE <= pos <= pos + len(data) <= self._size:
+            raise ValueError("patch outside the store's frames")  # a bug if reached
+        if pos + len(data) > self._mapped:
+            self.reserve(self._size)
+        self._mm[pos : pos + len(data)] = data
 
     def release(self) -> None:
         """Unmap the pages behind the write position (see RELEASE_EVERY); data stays."""
@@ -293,6 +354,18 @@ class Store:
         if pos >= end:
             return b""
         return os.pread(self._fd, end - pos, pos)
+
+    def view_at(self, pos: int, n: int) -> bytes | memoryview:
+        """Like `read_at`, but from the active (mapped) store a view of the map, no
+        copy: for a caller that copies what it needs under the log's lock and
+        drops the view before the lock is released (close and remapping wait
+        for the lock)."""
+        if self._closed:
+            raise LogClosed()
+        end = min(pos + n, self._size)
+        if self._mapped > end:
+            return memoryview(self._mm)[pos:end]
+        return self.read_at(pos, n)
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -22,31 +22,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from pyproglog.observability.tracing import trace_ids
 
-LogFormat = Literal["auto", "console", "json"]
-
 # Libraries that are chatty at INFO about things an operator of a log service
 # does not need (casbin logs every enforce decision when its logging is on).
 _QUIET_LOGGERS = {"casbin": logging.WARNING}
-
-# casbin configures its own stream handlers unless told otherwise; the
-# authorizer passes this to `casbin.Enforcer(..., enable_log=True,
-# logging_config=CASBIN_LOGGING_CONFIG)` so casbin's records reach our pipeline.
-CASBIN_LOGGING_CONFIG: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "loggers": {
-        name: {"handlers": [], "propagate": True, "level": "WARNING"}
-        for name in ("casbin", "casbin.policy", "casbin.enforcer", "casbin.role")
-    },
-}
-
 
 # grpc.aio logs, at error level with a traceback, every response stream whose
 # client went away while a message was being sent (cancelled, disconnected,

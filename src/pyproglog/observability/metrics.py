@@ -153,6 +153,8 @@ class NodeMetrics:
         self.acl_denials.labels(action if action in ACL_ACTIONS else "other").inc()
 
     def tls_handshake_failed(self) -> None:
+        # Nothing calls this yet (grpc's C core gives Python no hook for failed
+        # handshakes); it stays so the series exists, as docs/operations.md says.
         self.tls_handshake_failures.inc()
 
     # -- the log ----------------------------------------------------------------------

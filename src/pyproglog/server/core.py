@@ -1,7 +1,12 @@
 """The transport-independent service: produce with group commit, reads, tailing.
 
-Both front ends (gRPC and the HTTP gateway) call this; neither touches the log
-directly. It runs on the asyncio loop that serves them.
+Both front ends (gRPC and the HTTP gateway) call this and only translate what
+it answers: the rules (what a fetch answers as its next offset, what the
+commit offset of an empty log is, what "no record at that time" answers) are
+made here once, and returned as small values. The service runs on a
+`CommitLog` (a single node's `LocalCommitLog`, or a cluster's replicated log)
+and never sees which: every read is bounded by the committed end, and tailing
+readers wake on commit. It runs on the asyncio loop that serves the front ends.
 """
 
 from __future__ import annotations
@@ -13,74 +18,34 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
 
-from pyproglog.log import (
-    DiskFull,
-    Log,
-    LogClosed,
-    LogInfo,
-    OffsetOutOfRange,
-    Record,
-    RecordLike,
+from pyproglog.limits import ServiceLimits
+from pyproglog.log import DiskFull, EncodedRange, LogClosed, OffsetOutOfRange, Record, RecordLike
+from pyproglog.log.format import PB_OVERHEAD
+from pyproglog.server.commitlog import CommitLog
+from pyproglog.server.errors import InvalidArgument, ShuttingDown, record_too_large
+from pyproglog.server.hooks import AppendTracer, ServiceObserver
+from pyproglog.server.results import (
+    Appended,
+    EncodedFetch,
+    Fetched,
+    LogState,
+    TimestampLookup,
 )
-from pyproglog.log import RecordTooLarge as _LogRecordTooLarge
-from pyproglog.log.config import SyncPolicy
+
+__all__ = [
+    "AppendTracer",
+    "Appended",
+    "EncodedFetch",
+    "Fetched",
+    "LogService",
+    "LogState",
+    "ServiceLimits",
+    "ServiceObserver",
+    "TimestampLookup",
+]
 
 _log = logging.getLogger("pyproglog.server")
-
-
-class ServiceError(Exception):
-    """Errors a client caused or must react to; each front end maps them to its status."""
-
-
-class InvalidRecord(ServiceError):
-    """Malformed input: nothing was written."""
-
-
-class RecordTooLarge(InvalidRecord):
-    pass
-
-
-class ShuttingDown(ServiceError):
-    def __init__(self) -> None:
-        super().__init__("server is shutting down")
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceLimits:
-    max_record_bytes: int = 1024 * 1024
-    max_batch_records: int = 100_000
-    # Per fetch/stream message: records and bytes.
-    default_fetch_records: int = 1000
-    max_fetch_records: int = 10_000
-    default_fetch_bytes: int = 1024 * 1024
-    max_fetch_bytes: int = 16 * 1024 * 1024
-    max_wait_ms: int = 60_000
-    # The most records one group commit appends at once.
-    max_group_records: int = 50_000
-
-
-class ServiceObserver(Protocol):
-    """What the service reports for metrics; observability implements it, core imports none."""
-
-    def on_produced(self, records: int, nbytes: int) -> None: ...
-    def on_consumed(self, records: int, nbytes: int) -> None: ...
-    def on_append_batch(self, records: int) -> None: ...
-
-
-class AppendTracer(Protocol):
-    """Tracing of group commits, without core knowing the tracing library.
-
-    `capture()` runs in each producer's context and returns an opaque handle
-    (its current span); `append_scope` wraps the one log append that commits
-    those producers.
-    """
-
-    def capture(self) -> object: ...
-    def append_scope(
-        self, records: int, origins: Sequence[object]
-    ) -> AbstractContextManager[object]: ...
 
 
 @dataclass(slots=True)
@@ -96,33 +61,36 @@ class LogService:
 
     def __init__(
         self,
-        log: Log,
+        log: CommitLog,
         limits: ServiceLimits | None = None,
         *,
         observer: ServiceObserver | None = None,
         tracer: AppendTracer | None = None,
     ) -> None:
-        self.log = log
+        self._commit_log = log
         self.limits = limits or ServiceLimits()
         self._observer = observer
         self._tracer = tracer
         self._pending: collections.deque[_PendingProduce] = collections.deque()
         self._pending_wakeup = asyncio.Event()
-        self._appended = asyncio.Event()  # replaced after each notification
+        self._committed = asyncio.Event()  # replaced after each notification
         self._closing = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # fsync must not run on the loop; plain appends are page-cache writes.
-        self._append_off_loop = log.config.sync_policy is SyncPolicy.ALWAYS
         # Appends refused for a full disk since the last one that succeeded
         # (None: the disk is not full); the operator hears once per episode.
         self._disk_full_refusals: int | None = None
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The record size limit: the log's own, so that one limit is checked everywhere."""
+        return self._commit_log.max_record_bytes
 
     # -- lifecycle --------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.log.add_listener(self._on_append)
+        self._commit_log.add_commit_listener(self._on_commit)
         self._committer = asyncio.create_task(self._commit_loop(), name="proglog-committer")
 
     @property
@@ -141,38 +109,39 @@ class LogService:
             await self._committer
             self._committer = None
         with contextlib.suppress(ValueError):
-            self.log.remove_listener(self._on_append)
+            self._commit_log.remove_commit_listener(self._on_commit)
 
     # -- produce ----------------------------------------------------------------
 
     def _validate(self, records: Sequence[RecordLike]) -> int:
         """Raise for a batch that must not be written; its value bytes otherwise."""
         if not records:
-            raise InvalidRecord("a produce request needs at least one record")
+            raise InvalidArgument("a produce request needs at least one record")
         if len(records) > self.limits.max_batch_records:
-            raise InvalidRecord(
+            raise InvalidArgument(
                 f"batch of {len(records)} records exceeds the limit of "
                 f"{self.limits.max_batch_records} records"
             )
-        limit = self.limits.max_record_bytes
+        limit = self._commit_log.max_record_bytes
         total = 0
         for i, rec in enumerate(records):
             size = len(rec.value)
             if size > limit:
-                where = f"record {i}" if len(records) > 1 else "record"
-                raise RecordTooLarge(f"{where} of {size} bytes exceeds the limit of {limit} bytes")
+                raise record_too_large(size, limit, i if len(records) > 1 else None)
             if rec.timestamp_ms < 0:
                 # 0 means "now"; before the epoch is a client bug that would skew
                 # time lookups and age-based retention.
                 where = f"record {i}" if len(records) > 1 else "record"
-                raise InvalidRecord(f"{where} has a negative timestamp_ms ({rec.timestamp_ms})")
+                raise InvalidArgument(f"{where} has a negative timestamp_ms ({rec.timestamp_ms})")
             total += size
         return total
 
-    async def produce(self, records: Sequence[RecordLike]) -> int:
-        """Append records atomically at contiguous offsets; the first offset.
+    async def produce(self, records: Sequence[RecordLike]) -> Appended:
+        """Append records atomically at contiguous offsets, once committed.
 
-        Concurrent calls are coalesced into one log append by the committer.
+        Only `value`, `type` and `timestamp_ms` of a record are the client's:
+        the log assigns the offset and the commit log stamps the term.
+        Concurrent calls are coalesced into one append by the committer.
         """
         nbytes = self._validate(records)
         if self._closing.is_set():
@@ -181,7 +150,7 @@ class LogService:
         origin = self._tracer.capture() if self._tracer is not None else None
         self._pending.append(_PendingProduce(records, fut, nbytes, origin))
         self._pending_wakeup.set()
-        return await fut
+        return Appended(await fut, len(records))
 
     async def _commit_loop(self) -> None:
         while True:
@@ -203,6 +172,7 @@ class LogService:
         return group
 
     async def _commit(self, group: list[_PendingProduce]) -> None:
+        """One append for the whole group: one fsync (`always`), one consensus entry."""
         combined: list[RecordLike] = []
         for item in group:
             combined.extend(item.records)
@@ -210,16 +180,10 @@ class LogService:
         if self._tracer is not None:
             scope = self._tracer.append_scope(len(combined), [item.origin for item in group])
         try:
-            # to_thread copies the context: the fsync span nests under the append span.
             with scope:
-                if self._append_off_loop:
-                    first = await asyncio.to_thread(self.log.append_batch, combined)
-                else:
-                    first = self.log.append_batch(combined)
+                first = await self._commit_log.append(combined)
         except Exception as exc:  # every waiter gets the same error
-            if isinstance(exc, _LogRecordTooLarge):
-                exc = RecordTooLarge(str(exc))
-            elif isinstance(exc, DiskFull):
+            if isinstance(exc, DiskFull):
                 self._on_disk_full(exc)
             for item in group:
                 if not item.future.done():
@@ -253,8 +217,8 @@ class LogService:
 
     # -- notifications ------------------------------------------------------------
 
-    def _on_append(self, next_offset: int) -> None:
-        # Called by the appending thread; hop onto the loop.
+    def _on_commit(self, committed_end: int) -> None:
+        # Called by the committing thread; hop onto the loop.
         loop = self._loop
         if loop is None:
             return
@@ -269,16 +233,16 @@ class LogService:
                 loop.call_soon_threadsafe(self._wake_tailers)
 
     def _wake_tailers(self) -> None:
-        event, self._appended = self._appended, asyncio.Event()
+        event, self._committed = self._committed, asyncio.Event()
         event.set()
 
     async def wait_for_offset(self, offset: int, timeout: float | None) -> bool:
-        """Wait until `offset` exists (True) or the timeout passes / shutdown starts (False)."""
+        """Wait until `offset` is committed (True) or the timeout passes / shutdown starts."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            event = self._appended  # taken before the check: no lost wake-up
-            if self.log.next_offset > offset:
+            event = self._committed  # taken before the check: no lost wake-up
+            if self._commit_log.committed_end > offset:
                 return True
             if self._closing.is_set():
                 return False
@@ -293,7 +257,7 @@ class LogService:
     # -- reads ------------------------------------------------------------------
 
     def read(self, offset: int) -> Record:
-        rec = self.log.read(offset)
+        rec = self._commit_log.read(offset)
         if self._observer is not None:
             self._observer.on_consumed(1, len(rec.value))
         return rec
@@ -309,28 +273,70 @@ class LogService:
         nbytes = min(max_bytes or lim.default_fetch_bytes, lim.max_fetch_bytes)
         return records, nbytes
 
+    async def _ready_to_fetch(self, offset: int, max_wait_ms: int) -> bool:
+        """Whether there is a record at `offset` to read, after waiting up to `max_wait_ms`.
+
+        Below the lowest retained offset or past the committed end:
+        OffsetOutOfRange. At the end: False once the wait is over.
+        """
+        lowest, end = self._commit_log.lowest_offset, self._commit_log.committed_end
+        if offset < lowest or offset > end:
+            raise OffsetOutOfRange(offset, lowest, end)
+        if offset == end:
+            wait = min(max_wait_ms, self.limits.max_wait_ms) / 1000
+            return wait > 0 and await self.wait_for_offset(offset, wait)
+        return True
+
     async def fetch(
         self, offset: int, max_records: int = 0, max_bytes: int = 0, max_wait_ms: int = 0
-    ) -> list[Record]:
-        """Records from `offset`; waits up to `max_wait_ms` when there are none yet.
-
-        Below the lowest retained offset: OffsetOutOfRange. At the end: an empty
-        list after the wait.
-        """
+    ) -> Fetched:
+        """Records from `offset`; waits up to `max_wait_ms` when there are none yet."""
         n, nbytes = self._clamp(max_records, max_bytes)
-        lowest, next_offset = self.log.lowest_offset, self.log.next_offset
-        if offset < lowest or offset > next_offset:
-            raise OffsetOutOfRange(offset, lowest, next_offset)
-        if offset == next_offset:
-            wait = min(max_wait_ms, self.limits.max_wait_ms) / 1000
-            if wait <= 0 or not await self.wait_for_offset(offset, wait):
-                return []
-        return self._consumed(self.log.read_range(offset, n, nbytes))
+        records: list[Record] = []
+        if await self._ready_to_fetch(offset, max_wait_ms):
+            records = self._consumed(self._commit_log.read_range(offset, n, nbytes))
+        return self._fetched(records, offset)
 
-    async def tail(
+    def _fetched(self, records: list[Record], offset: int) -> Fetched:
+        # The one next-offset rule: past the last record served, or where the reader was.
+        nxt = records[-1].offset + 1 if records else offset
+        return Fetched(records, nxt, self._commit_log.committed_end)
+
+    async def fetch_encoded(
+        self, offset: int, max_records: int = 0, max_bytes: int = 0, max_wait_ms: int = 0
+    ) -> EncodedFetch:
+        """`fetch`, answered with the records' stored encoding (no record objects)."""
+        n, nbytes = self._clamp(max_records, max_bytes)
+        if not await self._ready_to_fetch(offset, max_wait_ms):
+            return EncodedFetch(b"", 0, offset, self._commit_log.committed_end)
+        return self._encoded(self._read_encoded(offset, n, nbytes))
+
+    def _read_encoded(self, offset: int, max_records: int, max_bytes: int) -> EncodedRange:
+        got = self._commit_log.read_encoded(offset, max_records, max_bytes)
+        if not got.count:
+            # Committed, yet nothing whole to serve: read alone, the record raises
+            # the error that names its damage, rather than a reader spinning here.
+            self._commit_log.read(offset)
+            raise RuntimeError(f"no record served at committed offset {offset}")
+        return got
+
+    def _encoded(self, got: EncodedRange) -> EncodedFetch:
+        if self._observer is not None and got.count:
+            # Every served record carries the same fixed-width fields around its
+            # value, so the value bytes follow without looking at a record.
+            self._observer.on_consumed(got.count, len(got.data) - got.count * PB_OVERHEAD)
+        return EncodedFetch(got.data, got.count, got.next_offset, self._commit_log.committed_end)
+
+    async def _until_committed(self, offset: int) -> None:
+        """Return once `offset` is committed; ShuttingDown when the drain comes first."""
+        while self._commit_log.committed_end <= offset:
+            if self._closing.is_set() or not await self.wait_for_offset(offset, None):
+                raise ShuttingDown()
+
+    async def tail_encoded(
         self, offset: int, max_records: int = 0, max_bytes: int = 0
-    ) -> AsyncIterator[list[Record]]:
-        """Batches from `offset` on, forever: waits for new records on a notification.
+    ) -> AsyncIterator[EncodedFetch]:
+        """Batches from `offset` on, as stored, forever: waits for new commits on a notification.
 
         When the server drains, it still delivers what was committed before,
         then ends (raising ShuttingDown) once the consumer has caught up: a drain
@@ -338,28 +344,42 @@ class LogService:
         awaits give flow control: nothing is read ahead of a slow consumer.
         """
         n, nbytes = self._clamp(max_records, max_bytes)
-        lowest = self.log.lowest_offset
+        lowest = self._commit_log.lowest_offset
         if offset < lowest:
-            raise OffsetOutOfRange(offset, lowest, self.log.next_offset)
+            raise OffsetOutOfRange(offset, lowest, self._commit_log.committed_end)
         while True:
-            if self.log.next_offset <= offset:
-                if self._closing.is_set() or not await self.wait_for_offset(offset, None):
-                    raise ShuttingDown()
-                continue
+            await self._until_committed(offset)
             try:
-                batch = self.log.read_range(offset, n, nbytes)
+                got = self._encoded(self._read_encoded(offset, n, nbytes))
             except LogClosed:
                 raise ShuttingDown() from None
-            yield self._consumed(batch)
-            offset = batch[-1].offset + 1
+            yield got
+            offset = got.next_offset
+
+    # -- state ------------------------------------------------------------------
 
     @property
-    def next_offset(self) -> int:
-        """The offset the next record will get (the high watermark)."""
-        return self.log.next_offset
+    def committed_end(self) -> int:
+        """The offset past the committed prefix (the high-water mark)."""
+        return self._commit_log.committed_end
 
-    def info(self) -> LogInfo:
-        return self.log.info()
+    def info(self) -> LogState:
+        info = self._commit_log.info()
+        committed = self._commit_log.committed_end
+        empty = info.next_offset == info.lowest_offset
+        return LogState(
+            lowest_offset=info.lowest_offset,
+            highest_offset=None if empty else info.highest_offset,
+            next_offset=info.next_offset,
+            segment_count=info.segment_count,
+            size_bytes=info.size_bytes,
+            commit_offset=committed - 1 if committed > info.lowest_offset else None,
+        )
 
-    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
-        return self.log.offset_for_timestamp(timestamp_ms)
+    def offset_for_timestamp(self, timestamp_ms: int) -> TimestampLookup:
+        end = self._commit_log.committed_end
+        offset = self._commit_log.offset_for_timestamp(timestamp_ms)
+        if offset is None or offset >= end:
+            # Not yet (or not yet committed): where the next committed record will be.
+            return TimestampLookup(end, False)
+        return TimestampLookup(offset, True)

@@ -1,29 +1,24 @@
-"""The `log.v1.Log` gRPC service (grpc.aio) over a LogService."""
+"""The `log.v1.Log` gRPC service (grpc.aio) over a LogService: translation only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.protobuf.message import DecodeError
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
-
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.log import Record
-from pyproglog.server.core import InvalidRecord, LogService, ShuttingDown
-from pyproglog.server.status import error_status
+from pyproglog.server.core import EncodedFetch, LogService
+from pyproglog.server.errors import ShuttingDown
+from pyproglog.server.grpc.handlers import MalformedRequest
+from pyproglog.server.grpc.status import abort_for
+from pyproglog.server.servers import ServerLister
 
-_log = logging.getLogger("pyproglog.server")
+__all__ = ["LogServicer", "to_pb"]
 
-SERVICE_NAME = "log.v1.Log"
 # Produce requests of one stream in flight at once.
 _STREAM_WINDOW = 1024
 # ConsumeStream sends one record per message but reads them in batches; a
@@ -31,92 +26,6 @@ _STREAM_WINDOW = 1024
 # kept small (at least one record, whatever its size): 500 idle streams then
 # hold tens of MB, not a GB.
 _CONSUME_STREAM_READ_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    id: str
-    rpc_addr: str
-    is_leader: bool
-
-
-# GetServers is answered from here; the cluster plugs in its membership view.
-ServerLister = Callable[[], Sequence[ServerInfo]]
-
-
-class MalformedRequest:
-    """What a request that does not parse becomes, so the handler can answer for it.
-
-    A deserializer that raises makes grpc answer UNKNOWN and log an error with
-    a traceback; garbage from a client is the client's error, INVALID_ARGUMENT.
-    """
-
-    __slots__ = ("type_name",)
-
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
-
-    def error(self) -> InvalidRecord:
-        return InvalidRecord(f"malformed request: not a valid {self.type_name}")
-
-
-def _safe_deserializer(
-    parse: Callable[[bytes], object], type_name: str
-) -> Callable[[bytes], object]:
-    def deserialize(data: bytes) -> object:
-        try:
-            return parse(data)
-        except DecodeError:
-            return MalformedRequest(type_name)
-
-    return deserialize
-
-
-class _HandlerCapture:
-    """Stands in for the server to collect the generated method handlers."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
-        pass
-
-    def add_registered_method_handlers(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
-    ) -> None:
-        self.handlers = handlers
-
-
-_FACTORIES = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
-
-
-def add_log_service(servicer: LogServicer, server: grpc.aio.Server) -> None:
-    """`add_LogServicer_to_server`, with request parsing that cannot fail the call."""
-    capture = _HandlerCapture()
-    log_pb2_grpc.add_LogServicer_to_server(servicer, capture)
-    # Regenerated code that registers differently must fail here, not serve nothing.
-    assert capture.handlers, "log_pb2_grpc no longer calls add_registered_method_handlers"
-    methods = log_pb2.DESCRIPTOR.services_by_name["Log"].methods_by_name
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
-    for name, h in capture.handlers.items():
-        streaming = (bool(h.request_streaming), bool(h.response_streaming))
-        behavior = (h.unary_unary, h.unary_stream, h.stream_unary, h.stream_stream)[
-            2 * streaming[0] + streaming[1]
-        ]
-        handlers[name] = _FACTORIES[streaming](
-            behavior,
-            request_deserializer=_safe_deserializer(
-                h.request_deserializer, methods[name].input_type.full_name
-            ),
-            response_serializer=h.response_serializer,
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def to_pb(rec: Record) -> log_pb2.Record:
@@ -129,34 +38,29 @@ def to_pb(rec: Record) -> log_pb2.Record:
     )
 
 
-def _fill(records: Sequence[Record], out: object) -> None:
-    add = out.add  # type: ignore[attr-defined]
-    for rec in records:
-        add(
-            value=rec.value,
-            offset=rec.offset,
-            term=rec.term,
-            type=rec.type,
-            timestamp_ms=rec.timestamp_ms,
-        )
+def _encoded_fetch_response(fetched: EncodedFetch) -> bytes:
+    """A FetchResponse, encoded: the stored records, then next_offset and high_watermark."""
+    tail = log_pb2.FetchResponse(
+        next_offset=fetched.next_offset, high_watermark=fetched.high_watermark
+    ).SerializeToString()
+    return fetched.data + tail
 
 
-async def abort_for(
-    context: grpc.aio.ServicerContext[object, object], exc: BaseException
-) -> NoReturn:
-    """Abort the call with the status that `exc` maps to (INTERNAL for bugs)."""
-    st = error_status(exc)
-    if st is None:
-        _log.exception("internal error", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        raise AssertionError("unreachable")
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.LocalizedMessage(locale="en-US", message=st.message))
-    status = status_pb2.Status(
-        code=getattr(code_pb2, st.grpc_code.name), message=st.message, details=[detail]
-    )
-    await context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("unreachable")
+def consume_responses(data: bytes) -> Iterator[bytes]:
+    """Each record of an encoded `records` field (`0x0a varint(len) Record`, field 1)
+    re-tagged as an encoded ConsumeResponse, whose `record` is field 2 (`0x12`)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        i, length, shift = pos + 1, 0, 0
+        while True:
+            byte = data[i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        yield b"\x12" + data[pos + 1 : i + length]
+        pos = i + length
 
 
 class _InFlight:
@@ -261,7 +165,8 @@ class LogServicer(log_pb2_grpc.LogServicer):
     async def Produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
-        return log_pb2.ProduceResponse(offset=await self._service.produce([request.record]))
+        appended = await self._service.produce([request.record])
+        return log_pb2.ProduceResponse(offset=appended.first)
 
     @_rpc
     async def Consume(
@@ -270,12 +175,14 @@ class LogServicer(log_pb2_grpc.LogServicer):
         return log_pb2.ConsumeResponse(record=to_pb(self._service.read(request.offset)))
 
     @_rpc_stream
-    async def ConsumeStream(
+    async def ConsumeStream(  # type: ignore[override]  # encoded ConsumeResponses
         self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[log_pb2.ConsumeResponse]:
-        async for batch in self._service.tail(request.offset, max_bytes=_CONSUME_STREAM_READ_BYTES):
-            for rec in batch:
-                yield log_pb2.ConsumeResponse(record=to_pb(rec))
+    ) -> AsyncIterator[bytes]:
+        async for batch in self._service.tail_encoded(
+            request.offset, max_bytes=_CONSUME_STREAM_READ_BYTES
+        ):
+            for response in consume_responses(batch.data):
+                yield response
 
     @_rpc_stream
     async def ProduceStream(
@@ -289,14 +196,15 @@ class LogServicer(log_pb2_grpc.LogServicer):
         # answers stops being read from.
         answers: asyncio.Queue[asyncio.Future[int] | None] = asyncio.Queue(_STREAM_WINDOW)
 
+        async def first_offset(record: log_pb2.Record) -> int:
+            return (await self._service.produce([record])).first
+
         async def submit() -> None:
             try:
                 async for request in request_iterator:
                     if isinstance(request, MalformedRequest):
                         raise request.error()  # surfaces through `await reader`
-                    await answers.put(
-                        asyncio.ensure_future(self._service.produce([request.record]))
-                    )
+                    await answers.put(asyncio.ensure_future(first_offset(request.record)))
             finally:
                 await answers.put(None)
 
@@ -331,59 +239,51 @@ class LogServicer(log_pb2_grpc.LogServicer):
     async def ProduceBatch(
         self, request: log_pb2.ProduceBatchRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceBatchResponse:
-        first = await self._service.produce(request.records)
-        n = len(request.records)
-        return log_pb2.ProduceBatchResponse(base_offset=first, last_offset=first + n - 1, count=n)
+        a = await self._service.produce(request.records)
+        return log_pb2.ProduceBatchResponse(base_offset=a.first, last_offset=a.last, count=a.count)
 
-    def _fetch_response(self, records: Sequence[Record], offset: int) -> log_pb2.FetchResponse:
-        resp = log_pb2.FetchResponse(
-            next_offset=records[-1].offset + 1 if records else offset,
-            high_watermark=self._service.next_offset,
-        )
-        _fill(records, resp.records)
-        return resp
+    # Fetch and ConsumeBatchStream answer the stored bytes as they are: the
+    # records' encoding is the `records` field of a FetchResponse, and the
+    # other two fields are appended (protobuf fields may come in any order).
+    # `add_log_service` sends bytes through unchanged.
 
     @_rpc
-    async def Fetch(
+    async def Fetch(  # type: ignore[override]  # an encoded FetchResponse
         self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
-    ) -> log_pb2.FetchResponse:
-        records = await self._service.fetch(
+    ) -> bytes:
+        fetched = await self._service.fetch_encoded(
             request.offset, request.max_records, request.max_bytes, request.max_wait_ms
         )
-        return self._fetch_response(records, request.offset)
+        return _encoded_fetch_response(fetched)
 
     @_rpc_stream
-    async def ConsumeBatchStream(
+    async def ConsumeBatchStream(  # type: ignore[override]  # encoded FetchResponses
         self, request: log_pb2.ConsumeBatchStreamRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[log_pb2.FetchResponse]:
-        async for batch in self._service.tail(
+    ) -> AsyncIterator[bytes]:
+        async for batch in self._service.tail_encoded(
             request.offset, request.max_records, request.max_bytes
         ):
-            yield self._fetch_response(batch, request.offset)
+            yield _encoded_fetch_response(batch)
 
     @_rpc
     async def GetLogInfo(
         self, request: log_pb2.GetLogInfoRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetLogInfoResponse:
         info = self._service.info()
+        # proto3 has no null: an empty log says so in `empty`, its offsets read 0.
         return log_pb2.GetLogInfoResponse(
             lowest_offset=info.lowest_offset,
-            highest_offset=max(info.highest_offset, 0),
+            highest_offset=info.highest_offset or 0,
             next_offset=info.next_offset,
             empty=info.empty,
             segment_count=info.segment_count,
             size_bytes=info.size_bytes,
-            # Single node: everything appended is committed; the cluster reports its own.
-            commit_offset=max(info.highest_offset, 0),
+            commit_offset=info.commit_offset or 0,
         )
 
     @_rpc
     async def GetOffsetForTimestamp(
         self, request: log_pb2.GetOffsetForTimestampRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetOffsetForTimestampResponse:
-        offset = self._service.offset_for_timestamp(request.timestamp_ms)
-        if offset is None:
-            return log_pb2.GetOffsetForTimestampResponse(
-                offset=self._service.next_offset, found=False
-            )
-        return log_pb2.GetOffsetForTimestampResponse(offset=offset, found=True)
+        found = self._service.offset_for_timestamp(request.timestamp_ms)
+        return log_pb2.GetOffsetForTimestampResponse(offset=found.offset, found=found.found)

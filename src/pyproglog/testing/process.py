@@ -1,14 +1,12 @@
-"""Start real Proglog nodes for tests: as subprocesses, with readiness waits.
+"""`proglog serve` as a subprocess: a real node, started on free ports, with a readiness wait.
 
-    with ServerProcess(tmp_path) as node:
+    with ServerProcess(tmp_path / "data") as node:
         channel = grpc.insecure_channel(node.rpc_addr)
 
-The node is `python -m pyproglog serve` on free ports (port 0), so tests can
-run side by side. Readiness is the "proglog serving:" line the command prints
-once both listeners are up and health is SERVING. The benchmarks in bench/
-start their nodes with it too.
-
-Also here: `started_agent`, a node in the caller's event loop, and `free_port`.
+The node is `python -m pyproglog serve` on port 0, so nodes run side by side.
+Readiness is the `proglog serving:` line the command prints once every start
+step is done and health is SERVING (pyproglog.agent.process). Everything the
+node printed is kept in `output`, so a failed start explains itself.
 """
 
 from __future__ import annotations
@@ -16,19 +14,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from pyproglog.agent import Agent
-from pyproglog.config import Settings
-
+# The line pyproglog.agent.process prints when a node is ready.
 READY = re.compile(r"proglog serving: grpc=(?P<grpc>\S+)(?: http=(?P<http>\S+))?")
 
 
@@ -163,25 +156,6 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown(timeout=15)
-
-
-@asynccontextmanager
-async def started_agent(settings: dict[str, Any]) -> AsyncIterator[Agent]:
-    """A node in the caller's event loop, from settings as Settings.load takes them."""
-    node = Agent(Settings.load(settings))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_serve(

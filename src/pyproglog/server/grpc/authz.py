@@ -1,20 +1,14 @@
-"""Authorization of every gRPC call: which action each method needs, and the check.
+"""Authorization of every gRPC call: the interceptor (the tables are in `server.authz`).
 
 In grpc.aio an interceptor sees only the method name, not the peer's
 certificate, so the interceptor wraps the method's handler and the check runs
 first thing inside it, where the call's context (and its auth context) is. It
 runs before the handler reads a request: a denied call has no effect.
 
-A call is allowed when the subject, the common name of the client's verified
-certificate, may perform one of the method's actions on `*`. Long calls are
-checked again whenever a new policy takes effect, in the direction that carries
-the action's data: before each response of a consuming stream, before each
-request of a producing stream is handed on. So a revocation also ends open
-streams, without a record passing after it.
-
-This module and http_authz.py are the glue between the authorizer and the front ends:
-they report a denial with the server's error types, so both transports word it
-the same way (status.py maps them to PERMISSION_DENIED / 403, UNAUTHENTICATED / 401).
+Long calls are checked again whenever a new policy takes effect, in the
+direction that carries the action's data: before each response of a consuming
+stream, before each request of a producing stream is handed on. So a
+revocation also ends open streams, without a record passing after it.
 """
 
 from __future__ import annotations
@@ -25,41 +19,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
-
-from pyproglog.auth.acl import CONSUME, OBJECT, PRODUCE, Authorizer
+from pyproglog.auth.acl import Authorizer
 from pyproglog.auth.errors import NO_CERTIFICATE, PermissionDenied, Unauthenticated
-from pyproglog.server.grpc_service import SERVICE_NAME, abort_for
+from pyproglog.server.authz import DenialHook, denial, method_actions
+from pyproglog.server.grpc.status import abort_for
 
-# The actions a method needs (any one of them suffices).
-METHOD_ACTIONS: dict[str, tuple[str, ...]] = {
-    f"/{SERVICE_NAME}/{name}": actions
-    for name, actions in {
-        "Produce": (PRODUCE,),
-        "ProduceStream": (PRODUCE,),
-        "ProduceBatch": (PRODUCE,),
-        "Consume": (CONSUME,),
-        "ConsumeStream": (CONSUME,),
-        "Fetch": (CONSUME,),
-        "ConsumeBatchStream": (CONSUME,),
-        "GetLogInfo": (CONSUME,),
-        "GetOffsetForTimestamp": (CONSUME,),
-        # Where to send produces and consumes: of use, and disclosed, only to a
-        # client that may do one of them; a producer-only client must route too.
-        "GetServers": (PRODUCE, CONSUME),
-    }.items()
-}
-
-# Open to every client that passed the TLS handshake: probes and tools must work
-# and they disclose no record (health status, the API schema).
-OPEN_SERVICES = (
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1alpha.ServerReflection",
-    "grpc.reflection.v1.ServerReflection",
-)
+__all__ = ["AuthInterceptor", "subject_of"]
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-# Told the action of every denial (e.g. to count them in metrics).
-DenialHook = Callable[[str], None]
 
 
 def subject_of(context: Context) -> str | None:
@@ -67,21 +34,6 @@ def subject_of(context: Context) -> str | None:
     # gRPC fills x509_common_name only for a certificate it verified against our CA.
     names = context.auth_context().get("x509_common_name")
     return names[0].decode("utf-8", "replace") if names else None
-
-
-def denial(
-    authorizer: Authorizer,
-    subject: str,
-    actions: tuple[str, ...],
-    on_denial: DenialHook | None = None,
-) -> PermissionDenied | None:
-    """None when `subject` may perform one of `actions`; else the denial, told to `on_denial`."""
-    if any(authorizer.allowed(subject, a) for a in actions):
-        return None
-    action = " or ".join(actions)
-    if on_denial is not None:
-        on_denial(action)
-    return PermissionDenied(subject, action, OBJECT)
 
 
 class _Check:
@@ -114,11 +66,7 @@ class _Check:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Checks every call against the ACL; health and reflection stay open.
-
-    A method missing from METHOD_ACTIONS needs its full name as the action: a
-    new RPC is closed (no policy names it) until someone decides what it needs.
-    """
+    """Checks every call against the ACL; health and reflection stay open."""
 
     def __init__(self, authorizer: Authorizer, on_denial: DenialHook | None = None) -> None:
         self._authorizer = authorizer
@@ -133,12 +81,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler is None or method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES:
+        actions = method_actions(method)
+        if handler is None or not actions:
             return handler
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap(handler, METHOD_ACTIONS.get(method, (method,)))
+        wrapped = self._wrap(handler, actions)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
