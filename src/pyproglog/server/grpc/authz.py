@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
+
 from pyproglog.auth.acl import Authorizer
 from pyproglog.auth.errors import NO_CERTIFICATE, PermissionDenied, Unauthenticated
 from pyproglog.server.authz import DenialHook, denial, method_actions

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
 from google.protobuf.message import DecodeError
 
-import grpc
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.server.authz import SERVICE_NAME
 from pyproglog.server.errors import InvalidArgument

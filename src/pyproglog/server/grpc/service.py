@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import grpc
+
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.log import Record
 from pyproglog.server.core import EncodedFetch, LogService

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import NoReturn
 
+import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-import grpc
 from pyproglog.server.errors import DOMAIN, INTERNAL, ErrorStatus, error_status
 
 __all__ = ["abort_for", "rich_status"]
