@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-import pyproglog.raft
 from pyproglog.raft import (
     Config,
     HardState,
@@ -18,40 +17,6 @@ from pyproglog.raft import (
     RaftError,
 )
 from tests.raft.helpers import cluster, make_core, storage_with
-
-
-def test_public_surface() -> None:
-    assert sorted(pyproglog.raft.__all__) == sorted(
-        [
-            "NONE",
-            "CompactedError",
-            "ConfChange",
-            "ConfChangeKind",
-            "ConfChangeRejected",
-            "ConfState",
-            "Config",
-            "Entry",
-            "EntryKind",
-            "HardState",
-            "MemoryStorage",
-            "Message",
-            "MsgType",
-            "NotLeader",
-            "ProgressState",
-            "ProposalDropped",
-            "Raft",
-            "RaftError",
-            "RaftStorage",
-            "ReadState",
-            "Ready",
-            "Role",
-            "SnapshotMeta",
-            "TransferRefused",
-            "UnavailableError",
-        ]
-    )
-    for name in pyproglog.raft.__all__:
-        assert getattr(pyproglog.raft, name) is not None
 
 
 @pytest.mark.parametrize(
