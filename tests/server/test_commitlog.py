@@ -9,7 +9,7 @@ moves by hand (the replicated log moves it when a quorum acknowledges).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,29 +18,26 @@ from pyproglog.api.v1 import log_pb2
 from pyproglog.log import (
     EncodedRange,
     Log,
-    LogInfo,
     OffsetOutOfRange,
     Record,
-    RecordLike,
 )
 from pyproglog.server.commitlog import CommitListener, CommitLog, LocalCommitLog
 from pyproglog.server.core import LogService
 
 
-class HeldCommitLog:
-    """A CommitLog whose appends are committed only when `commit()` says so."""
+class HeldCommitLog(LocalCommitLog):
+    """A CommitLog whose appends are committed only when `commit()` says so.
+
+    Appending, limits and lookups are LocalCommitLog's; what a commit point
+    changes (reads, the committed end, the listeners) is overridden.
+    """
+
+    TERM = 1
 
     def __init__(self, log: Log) -> None:
-        self.log = log
+        super().__init__(log)
         self.committed = log.next_offset
         self._listeners: list[CommitListener] = []
-
-    @property
-    def max_record_bytes(self) -> int:
-        return self.log.config.max_record_bytes
-
-    async def append(self, records: Sequence[RecordLike]) -> int:
-        return self.log.append_batch(records, term=1)
 
     def append_uncommitted(self, *values: bytes, timestamp_ms: int = 0) -> None:
         self.log.append_batch([Record(v, timestamp_ms=timestamp_ms) for v in values], term=1)
@@ -67,16 +64,6 @@ class HeldCommitLog:
     @property
     def committed_end(self) -> int:
         return self.committed
-
-    @property
-    def lowest_offset(self) -> int:
-        return self.log.lowest_offset
-
-    def info(self) -> LogInfo:
-        return self.log.info()
-
-    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
-        return self.log.offset_for_timestamp(timestamp_ms)
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
