@@ -20,14 +20,12 @@ def _no_hook() -> AbstractContextManager[None]:
 @dataclass(slots=True)
 class LogStats:
     syncs: int = 0
-    sync_seconds: float = 0.0
     # Durations of recent syncs, drained by the metrics layer into a histogram.
     recent_sync_seconds: list[float] = field(default_factory=list)
     sync_hook: Callable[[], AbstractContextManager[None]] = _no_hook
 
     def record_sync(self, seconds: float) -> None:
         self.syncs += 1
-        self.sync_seconds += seconds
         if len(self.recent_sync_seconds) < 10_000:
             self.recent_sync_seconds.append(seconds)
 
