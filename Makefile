@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: deploy-tools deploy-check test lint typecheck pytest run proto proto-check bench-storage bench-service bench-security bench-observability bench-raft sim clean
+.PHONY: deploy-tools deploy-check test lint typecheck pytest run proto proto-check bench-storage bench-service bench-security bench-observability bench-raft bench-cluster sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-observability: $(STAMP)
 
 bench-raft: $(STAMP)
 	$(BIN)/python bench/raft.py
+
+# Three real nodes: replicated produce, follower reads, failover, catch-up, vs NATS R3.
+bench-cluster: $(STAMP)
+	$(BIN)/python bench/cluster.py
 
 # Long soak of the Raft simulator: `make sim SEEDS=2000 STEPS=5000 NODES=5 SCENARIO=membership`.
 SEEDS ?= 1000

@@ -21,6 +21,12 @@ Peers keep data on local disk without an fsync per message (Redis: AOF with
 fsync every second; NATS: file storage), as we do with the default sync policy.
 Prints a table with our throughput as a ratio of theirs and, as the last line,
 one JSON object.
+
+`--r3` instead compares replicated produce: our 3-node cluster (ProduceBatch to
+the leader, `interval` sync, bench/cluster.py) against NATS JetStream with 3
+servers and a stream with 3 replicas (bench/_nats_cluster.py), pipelined
+`publish_async` with at most --nats-window unacknowledged publishes.
+bench/cluster.py runs the same NATS R3 workload in its own run.
 """
 
 from __future__ import annotations
@@ -100,10 +106,15 @@ class Peer:
 # -- ours --------------------------------------------------------------------------------------
 
 
-def service_module() -> ModuleType:
+def bench_module(name: str) -> ModuleType:
+    """A sibling bench module (bench/ is not a package on sys.path when run as a script)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    return importlib.import_module("bench.service")
+    return importlib.import_module(f"bench.{name}")
+
+
+def service_module() -> ModuleType:
+    return bench_module("service")
 
 
 def bench_ours(size: int, duration: float) -> Rates:
@@ -248,6 +259,81 @@ async def _nats_run(nats: ModuleType, port: int, size: int, duration: float) -> 
         await nc.close()
 
 
+# -- NATS JetStream, 3 servers, replicas=3 ----------------------------------------------------
+
+NATS_R3_WINDOW = 1000  # unacknowledged publishes; 1000-2000 was best here (anchors.md)
+
+
+def nats_client() -> ModuleType | None:
+    """The `nats` module when both it and `nats-server` are usable; None (and why) otherwise."""
+    binary, module, package, _ = PEERS["nats"]
+    if shutil.which(binary) is None:
+        print(f"nats: `{binary}` is not on PATH; skipped")
+        return None
+    if importlib.util.find_spec(module) is None:
+        print(f"nats: the Python client `{package}` is not importable; skipped")
+        return None
+    return importlib.import_module(module)
+
+
+def bench_nats_r3(
+    nats: ModuleType, size: int, duration: float, window: int = NATS_R3_WINDOW
+) -> dict[str, float]:
+    """Pipelined publish with acks to a 3-replica stream on a fresh 3-server cluster."""
+    helper = bench_module("_nats_cluster")
+    with helper.NatsCluster(3) as cluster:
+        rates: dict[str, float] = asyncio.run(
+            helper.publish_pipelined(nats, cluster.urls, size, duration, window)
+        )
+        return rates
+
+
+def main_r3(args: argparse.Namespace) -> int:
+    nats = nats_client()
+    if nats is None:
+        print(json.dumps({"bench": "compare_r3", "peers": [], "results": []}))
+        return 0
+    cluster_bench = bench_module("cluster")
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="proglog-compare-r3-") as tmp:
+        cluster = cluster_bench.start_cluster(Path(tmp), "interval")
+        try:
+            for size in args.sizes:
+                leader = cluster.leader()
+                ours = asyncio.run(
+                    cluster_bench.produce_batches(
+                        leader.addr, size, "interval", args.duration, BATCH, 4
+                    )
+                )
+                results.append({"size": size, "ours": round(ours.records_per_s, 1)})
+        finally:
+            cluster.close()
+    for row in results:
+        theirs = bench_nats_r3(nats, row["size"], args.duration, args.nats_window)
+        row["nats_r3"] = round(theirs["records_per_s"], 1)
+        row["ours/nats_r3"] = round(row["ours"] / theirs["records_per_s"], 2)
+    print(f"{'replicated produce':<20} {'size':>5} {'ours rec/s':>12} {'nats R3':>12} {'ratio':>7}")
+    for row in results:
+        print(
+            f"{'3 nodes':<20} {row['size']:>5} {row['ours']:>12,.0f} "
+            f"{row['nats_r3']:>12,.0f} {row['ours/nats_r3']:>7.2f}"
+        )
+    load = round(os.getloadavg()[0], 2)
+    print(f"load average (1 min): {load}")
+    print(
+        json.dumps(
+            {
+                "bench": "compare_r3",
+                "peers": ["nats_r3"],
+                "nats_window": args.nats_window,
+                "loadavg_1m": load,
+                "results": results,
+            }
+        )
+    )
+    return 0
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 PEERS: dict[str, tuple[str, str, str, Callable[[ModuleType, int, float], Rates]]] = {
@@ -274,7 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per workload")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 4096])
+    parser.add_argument(
+        "--r3", action="store_true", help="replicated produce: our 3 nodes vs NATS R3"
+    )
+    parser.add_argument("--nats-window", type=int, default=NATS_R3_WINDOW)
     args = parser.parse_args(argv)
+    if args.r3:
+        return main_r3(args)
 
     peers = available_peers()
     if not peers:

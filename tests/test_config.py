@@ -127,10 +127,62 @@ def test_data_dir_must_be_a_directory(tmp_path: Path) -> None:
     assert Settings.load({"data_dir": tmp_path / "a" / "b"}).data_dir == tmp_path / "a" / "b"
 
 
-def test_cluster_only_settings_given_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings.load().unused_cluster_settings() == []
-    # The bind address's host is used (gRPC listens there): only another port is "unused".
-    assert Settings.load({"bind_addr": "0.0.0.0:8401"}).unused_cluster_settings() == []
-    monkeypatch.setenv("PROGLOG_START_JOIN_ADDRS", "a:1,b:2")
-    s = Settings.load({"bind_addr": "0.0.0.0:7946", "bootstrap": False})
-    assert s.unused_cluster_settings() == ["bind_addr", "start_join_addrs", "bootstrap"]
+def test_cluster_settings_from_flags_env_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Settings.load()
+    assert s.cluster_key_file is None and not s.leave_on_shutdown
+    assert s.gossip_profile == "lan"
+    assert (s.raft_tick_ms, s.election_ticks, s.heartbeat_ticks) == (50, 10, 1)
+
+    config = write(
+        tmp_path / "proglog.yaml",
+        "cluster-key-file: /etc/proglog/cluster.key\nleave-on-shutdown: true\n"
+        "gossip-profile: local\nelection-ticks: 20\n",
+    )
+    monkeypatch.setenv("PROGLOG_HEARTBEAT_TICKS", "2")
+    monkeypatch.setenv("PROGLOG_ADVERTISE_ADDR", "node-1.proglog")
+    s = Settings.load({"raft_tick_ms": 10}, config_file=config)
+    assert s.cluster_key_file == Path("/etc/proglog/cluster.key")
+    assert s.leave_on_shutdown and s.gossip_profile == "local"
+    assert (s.raft_tick_ms, s.election_ticks, s.heartbeat_ticks) == (10, 20, 2)
+    assert s.advertise_host == "node-1.proglog"
+
+
+@pytest.mark.parametrize(
+    ("settings", "host", "rpc_addr"),
+    [
+        ({}, "127.0.0.1", "127.0.0.1:8400"),
+        ({"bind_addr": "10.0.0.5:8401", "rpc_port": 9000}, "10.0.0.5", "10.0.0.5:9000"),
+        ({"advertise_addr": "node-1.svc"}, "node-1.svc", "node-1.svc:8400"),
+        # A port replaces the advertised RPC port only (a NodePort, a proxy in front).
+        ({"advertise_addr": "203.0.113.9:30400"}, "203.0.113.9", "203.0.113.9:30400"),
+        ({"advertise_addr": "fd00::5"}, "fd00::5", "[fd00::5]:8400"),
+        ({"advertise_addr": "[fd00::5]:31000"}, "fd00::5", "[fd00::5]:31000"),
+    ],
+)
+def test_advertised_addresses(settings: dict[str, object], host: str, rpc_addr: str) -> None:
+    s = Settings.load(settings)
+    assert s.advertise_host == host
+    assert s.advertise_rpc_addr == rpc_addr
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"advertise_addr": "host:port"}, "--advertise-addr: port must be 1-65535"),
+        ({"advertise_addr": "host:0"}, "--advertise-addr: port must be 1-65535"),
+        ({"advertise_addr": ""}, "--advertise-addr must be HOST or HOST:PORT"),
+        ({"advertise_addr": "[fd00::5"}, "--advertise-addr must be HOST or HOST:PORT"),
+        ({"advertise_addr": "a b"}, "--advertise-addr must be HOST or HOST:PORT"),
+        ({"raft_tick_ms": 0}, "--raft-tick-ms must be at least 1"),
+        ({"heartbeat_ticks": 0}, "--heartbeat-ticks must be at least 1"),
+        ({"election_ticks": 1}, "--election-ticks (1) must be more than --heartbeat-ticks (1)"),
+        ({"election_ticks": 3, "heartbeat_ticks": 5}, "--election-ticks (3) must be more"),
+        ({"gossip_profile": "wan"}, "gossip-profile"),
+    ],
+)
+def test_bad_cluster_settings_name_the_flag(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(settings)
+    assert str(exc.value).startswith(message) or message in str(exc.value), str(exc.value)

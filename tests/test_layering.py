@@ -17,14 +17,17 @@ ROWS: dict[str, int] = {
     # Test and bench helpers (real nodes): on top, beside cli; nothing in src uses them.
     "testing": 0,
     "agent": 1,
-    "server": 2,
-    "client": 2,
-    "config": 2,
-    "auth": 3,
-    "observability": 3,
-    "limits": 3,
-    "log": 4,
-    "api": 5,
+    # The replication runtime: under the agent, over the service's CommitLog seam.
+    # raft and discovery are separable libraries (SELF_CONTAINED below), outside the rows.
+    "cluster": 2,
+    "server": 3,
+    "client": 3,
+    "config": 3,
+    "auth": 4,
+    "observability": 4,
+    "limits": 4,
+    "log": 5,
+    "api": 6,
 }
 
 
@@ -124,7 +127,7 @@ def test_nothing_in_src_imports_the_testing_package() -> None:
 
 
 # Separable libraries: they import nothing of pyproglog but themselves (docs/cluster.md).
-SELF_CONTAINED = ("raft",)
+SELF_CONTAINED = ("raft", "discovery")
 
 
 @pytest.mark.parametrize("package", SELF_CONTAINED)
@@ -137,3 +140,12 @@ def test_self_contained_packages_import_nothing_of_ours(package: str) -> None:
 
 
 # The public surfaces (__all__) are pinned in tests/test_public_surface.py.
+
+
+def test_only_the_agent_imports_the_cluster() -> None:
+    users = [
+        str(path.relative_to(SRC))
+        for path in sorted(SRC.rglob("*.py"))
+        if package_of(path) not in ("cluster", "agent") and "cluster" in imported_packages(path)
+    ]
+    assert not users, f"only pyproglog.agent may import pyproglog.cluster: {users}"

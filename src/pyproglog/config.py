@@ -32,14 +32,6 @@ _LOG_FIELD_FLAGS = {
 }
 
 
-# Read by the cluster only (gossip and Raft), which is not built yet.
-_CLUSTER_ONLY = (
-    "start_join_addrs",
-    "bootstrap",
-    "peer_tls_cert_file",
-    "peer_tls_key_file",
-    "peer_tls_ca_file",
-)
 _DEFAULT_BIND_ADDR = "127.0.0.1:8401"
 
 
@@ -54,6 +46,31 @@ def _split_hostport(value: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _split_advertise(value: str) -> tuple[str, int | None]:
+    """HOST, HOST:PORT, [IPv6] or [IPv6]:PORT (a bare IPv6 address is a host)."""
+    wrong = f"--advertise-addr must be HOST or HOST:PORT, got {value!r}"
+    if value.startswith("["):
+        host, close, rest = value[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ValueError(wrong)
+        port = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, None
+    if not host or any(c.isspace() or c in "/@?#[]" for c in host):
+        raise ValueError(wrong)
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"--advertise-addr: port must be 1-65535, got {value!r}")
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROGLOG_", extra="forbid")
 
@@ -64,6 +81,16 @@ class Settings(BaseSettings):
     # NoDecode: from the environment it is "a:1,b:2", split below, not JSON.
     start_join_addrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
     bootstrap: bool | None = None
+    # Cluster: gossip key, how this node is reached, what it does on shutdown.
+    cluster_key_file: Path | None = None
+    leave_on_shutdown: bool = False
+    advertise_addr: str | None = None
+    gossip_profile: Literal["lan", "local"] = "lan"
+    # Raft timing: one tick every raft_tick_ms; elections after election_ticks
+    # (randomized up to twice that), a leader heartbeat every heartbeat_ticks.
+    raft_tick_ms: int = 50
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
     acl_model_file: Path | None = None
     acl_policy_file: Path | None = None
     server_tls_cert_file: Path | None = None
@@ -120,6 +147,13 @@ class Settings(BaseSettings):
         _split_hostport(v, "bind-addr")
         return v
 
+    @field_validator("advertise_addr")
+    @classmethod
+    def _check_advertise(cls, v: str | None) -> str | None:
+        if v is not None:
+            _split_advertise(v)
+        return v
+
     @field_validator("http_addr")
     @classmethod
     def _check_http(cls, v: str) -> str:
@@ -145,6 +179,20 @@ class Settings(BaseSettings):
             raise ValueError("server-tls-ca-file needs server-tls-cert-file and -key-file")
         return self
 
+    @model_validator(mode="after")
+    def _check_raft_timing(self) -> Settings:
+        if self.raft_tick_ms < 1:
+            raise ValueError(f"--raft-tick-ms must be at least 1, got {self.raft_tick_ms}")
+        if self.heartbeat_ticks < 1:
+            raise ValueError(f"--heartbeat-ticks must be at least 1, got {self.heartbeat_ticks}")
+        if self.election_ticks <= self.heartbeat_ticks:
+            # A follower would time out between two heartbeats of a healthy leader.
+            raise ValueError(
+                f"--election-ticks ({self.election_ticks}) must be more than "
+                f"--heartbeat-ticks ({self.heartbeat_ticks})"
+            )
+        return self
+
     # -- derived ------------------------------------------------------------------
 
     @property
@@ -161,23 +209,29 @@ class Settings(BaseSettings):
 
     @property
     def is_bootstrap(self) -> bool:
-        # Unused by a single node; the cluster step reads it to decide whether to
-        # bootstrap a new cluster or join one (kept beside the flags it derives from).
+        # Whether a node with no cluster state founds a cluster rather than joins one;
+        # the agent also looks at the data dir (a restarted node never bootstraps again).
         return self.bootstrap if self.bootstrap is not None else not self.start_join_addrs
 
-    def unused_cluster_settings(self) -> list[str]:
-        """Cluster-only settings given (by flag, env or file) that nothing reads yet.
+    @property
+    def advertise_host(self) -> str:
+        """The host other nodes and clients are told to reach this node's ports on."""
+        if self.advertise_addr is None:
+            return self.rpc_host
+        return _split_advertise(self.advertise_addr)[0]
 
-        `bind_addr` counts only when its port differs from the default: its
-        host is also where gRPC listens, and that part is used.
+    @property
+    def advertise_rpc_addr(self) -> str:
+        """The gRPC address peers and clients are told (gossip tag, GetServers).
+
+        The port is --advertise-addr's when it has one (a NodePort, a proxy in
+        front of the node), else --rpc-port. With --rpc-port 0 this says port 0:
+        whoever binds the port must put the bound one in its place.
         """
-        given = self.model_fields_set
-        unused = [name for name in _CLUSTER_ONLY if name in given]
-        if "bind_addr" in given:
-            default_port = _split_hostport(_DEFAULT_BIND_ADDR, "bind-addr")[1]
-            if _split_hostport(self.bind_addr, "bind-addr")[1] != default_port:
-                unused.insert(0, "bind_addr")
-        return unused
+        port = None
+        if self.advertise_addr is not None:
+            port = _split_advertise(self.advertise_addr)[1]
+        return _hostport(self.advertise_host, self.rpc_port if port is None else port)
 
     def log_config(self) -> LogConfig:
         try:

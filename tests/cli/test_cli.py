@@ -438,3 +438,35 @@ def test_consume_follow_past_the_end_says_it_waits(addr: str) -> None:
         if follower.poll() is None:
             follower.kill()
             follower.wait()
+
+
+# -- certs cluster-key ----------------------------------------------------------------
+
+
+def test_certs_cluster_key_writes_a_private_key_once(tmp_path: Path) -> None:
+    from pyproglog.discovery import load_cluster_key
+
+    out = tmp_path / "cluster.key"
+    assert lines(proglog("certs", "cluster-key", "--out", str(out))) == [f"wrote {out}"]
+    assert out.stat().st_mode & 0o777 == 0o600
+    key = load_cluster_key(out)
+    assert len(key) == 32
+
+    line = assert_one_line_error(proglog("certs", "cluster-key", "--out", str(out)))
+    assert "exists" in line and "--force" in line
+    assert load_cluster_key(out) == key  # untouched
+
+    assert lines(proglog("certs", "cluster-key", "--out", str(out), "--force"))
+    assert load_cluster_key(out) != key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.key"]  # no temp left
+
+
+def test_serve_refuses_bad_cluster_flags_by_name(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "d")]
+    for args, says in [
+        (["--election-ticks", "1"], "--election-ticks (1) must be more than --heartbeat-ticks"),
+        (["--raft-tick-ms", "0"], "--raft-tick-ms must be at least 1"),
+        (["--advertise-addr", "h:99999"], "--advertise-addr: port must be 1-65535"),
+    ]:
+        line = assert_one_line_error(proglog("serve", *data, *args), code=2)
+        assert says in line, line

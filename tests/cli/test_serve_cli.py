@@ -14,7 +14,6 @@ import typer.main
 
 from pyproglog.cli import app
 from pyproglog.config import Settings
-from pyproglog.testing import ServerProcess
 from tests.cli.test_cli import assert_one_line_error, proglog
 
 COMMANDS = [
@@ -27,6 +26,7 @@ COMMANDS = [
     ["certs"],
     ["certs", "init"],
     ["certs", "client"],
+    ["certs", "cluster-key"],
 ]
 
 
@@ -81,38 +81,12 @@ def test_client_help_shows_defaults() -> None:
         assert shown in flat
 
 
-def test_cluster_flags_say_they_are_not_used_yet() -> None:
-    flat = " ".join(proglog("serve", "--help", env={"COLUMNS": "60"}).stdout.split())
-    for flag in [
-        "--start-join-addrs",
-        "--bootstrap",
-        "--peer-tls-cert-file",
-        "--peer-tls-key-file",
-        "--peer-tls-ca-file",
-        "--bind-addr",
-    ]:
-        entry = flat.split(flag, 1)[1].split("[default:", 1)[0]
-        assert "cluster; not used yet" in entry, flag
-
-
 def test_version() -> None:
     from importlib.metadata import version
 
     proc = proglog("--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"proglog {version('pyproglog')}\n"
-
-
-def test_setting_a_cluster_flag_warns_at_start(tmp_path: Path) -> None:
-    args = ["--start-join-addrs", "127.0.0.1:9999", "--bind-addr", "127.0.0.1:7946"]
-    with ServerProcess(tmp_path / "data", args) as node:
-        started = "".join(node.output)
-    assert "cluster settings are not used yet" in started
-    assert "--start-join-addrs" in started and "--bind-addr" in started
-
-
-def test_no_cluster_warning_without_cluster_flags(server_process: ServerProcess) -> None:
-    assert "not used yet" not in "".join(server_process.output)
 
 
 def test_empty_data_dir_is_refused(tmp_path: Path) -> None:

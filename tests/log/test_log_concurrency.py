@@ -12,7 +12,7 @@ import crc32c as crc32c_module
 import pytest
 
 from pyproglog.log import Log, LogConfig, OffsetOutOfRange, Record, SyncPolicy
-from pyproglog.log import store as store_module
+from pyproglog.log import segment as segment_module
 from pyproglog.log.format import INDEX_ENTRY_WIDTH
 from pyproglog.log.segment import Segment
 
@@ -204,7 +204,7 @@ def test_sync_outside_the_lock_never_touches_a_write_in_progress(tmp_path, monke
     may_sync = threading.Event()
     sync_errors: list[BaseException] = []
     real_sync = Segment.sync
-    real_crc32c = crc32c_module.crc32c  # what store.py uses
+    real_crc32c = crc32c_module.crc32c  # what segment.py uses
 
     def held_sync(self: Segment) -> None:
         if threading.current_thread() is not main:
@@ -219,8 +219,9 @@ def test_sync_outside_the_lock_never_touches_a_write_in_progress(tmp_path, monke
             sync_errors.append(exc)
 
     def crc32c(data: bytes, value: int = 0) -> int:
-        # Log.append copies the frame body into the store's map, then checksums
-        # it for the frame prefix (no syscall to hook): the write is in progress.
+        # Log.append (Segment.append_one) copies the frame body into the store's
+        # map, then checksums it for the frame prefix (no syscall to hook): the
+        # write is in progress.
         if threading.current_thread() is main and not may_sync.is_set():
             may_sync.set()  # the sync now runs while this write is in progress
             thread.join(timeout=30)
@@ -230,7 +231,7 @@ def test_sync_outside_the_lock_never_touches_a_write_in_progress(tmp_path, monke
     thread = threading.Thread(target=syncer)
     thread.start()
     assert syncing.wait(timeout=30)  # the syncer is past the lock, about to sync
-    monkeypatch.setattr(store_module, "crc32c", crc32c)
+    monkeypatch.setattr(segment_module, "crc32c", crc32c)
     assert log.append(b"second") == 1
     monkeypatch.undo()
     thread.join(timeout=30)

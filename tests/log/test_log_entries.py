@@ -239,3 +239,35 @@ def test_the_entry_before_the_first_survives_retention_and_reopen(tmp_path):
         log.truncate_after(log.lowest_offset - 1)  # empty: the log still knows it
         assert log.last_consensus_index == want[0]
         assert log.last_entry() == want
+
+
+def test_entry_span_and_the_offset_after_an_entry(tmp_path):
+    with Log(tmp_path, SMALL) as log:
+        spans = {}
+        for cidx in range(1, 9):
+            n = cidx % 3 + 1
+            first = log.append_batch(
+                records(log.next_offset, n), term=cidx, consensus_index=cidx * 2
+            )
+            spans[cidx * 2] = (first, first + n, cidx, n * (FRAME_OVERHEAD + 9))  # 9-byte values
+        for cidx, span in spans.items():
+            assert log.entry_span(cidx) == span  # across segments: never spans two
+            assert log.entry_span(cidx + 1) is None
+            assert log.offset_after_entry(cidx) == span[1]
+            assert log.offset_after_entry(cidx + 1) == span[1]
+        assert log.entry_span(0) is None
+        assert log.offset_after_entry(0) == 0
+        assert log.offset_after_entry(100) == log.next_offset
+
+
+def test_reset_at_an_offset_starts_after_the_given_entry(tmp_path):
+    with Log(tmp_path, SMALL) as log:
+        log.append_batch(records(0, 2), term=1, consensus_index=1)
+        log.reset(entry_before=(40, 3), at_offset=500)
+        assert (log.lowest_offset, log.next_offset) == (500, 500)
+        assert log.entry_before_first() == (40, 3)
+        assert log.append_batch(records(500, 1), term=3, consensus_index=41) == 500
+    with Log(tmp_path, SMALL) as log:
+        assert log.lowest_offset == 500
+        assert log.entry_span(41) == (500, 501, 3, FRAME_OVERHEAD + 9)
+        assert log.entry_before_first() == (40, 3)

@@ -254,7 +254,14 @@ async def test_info_offsets_and_servers(agent: Agent, http: httpx.AsyncClient) -
     resp = await http.get("/v1/servers")
     assert resp.status_code == 200
     assert resp.json() == {
-        "servers": [{"id": agent.settings.node_name, "rpc_addr": agent.rpc_addr, "is_leader": True}]
+        "servers": [
+            {
+                "id": agent.settings.node_name,
+                "rpc_addr": agent.rpc_addr,
+                "is_leader": True,
+                "voter": True,
+            }
+        ]
     }
 
 

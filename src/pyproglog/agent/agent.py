@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import grpc
 from starlette.types import ASGIApp
 
+from pyproglog.agent.clustering import cluster_mode, cluster_options
 from pyproglog.agent.datadir import DataDirLock
 from pyproglog.agent.listeners import GrpcListener, HttpListener
 from pyproglog.agent.memory import MemoryReleaser
@@ -23,13 +24,15 @@ from pyproglog.agent.steps import Step, Steps, nothing
 from pyproglog.auth.acl import Authorizer
 from pyproglog.auth.errors import SecurityError
 from pyproglog.auth.tls import ServerTLS, TLSFiles
+from pyproglog.cluster import ClusterNode
+from pyproglog.cluster.transport import peer_max_message_bytes
 from pyproglog.config import Settings
 from pyproglog.limits import ServiceLimits, max_message_bytes
-from pyproglog.log import Log
+from pyproglog.log import Log, SyncPolicy
 from pyproglog.observability import NodeMetrics, ObservabilityInterceptor, Tracing
 from pyproglog.observability.grpc_interceptor import REQUEST_LOGGER
 from pyproglog.observability.logging import level_number
-from pyproglog.server.commitlog import LocalCommitLog
+from pyproglog.server.commitlog import CommitLog, LocalCommitLog
 from pyproglog.server.core import LogService
 from pyproglog.server.grpc.authz import AuthInterceptor
 from pyproglog.server.http.app import create_app
@@ -52,6 +55,8 @@ class Agent:
         self.server_tls: ServerTLS | None = None
         self.log: Log | None = None
         self.service: LogService | None = None
+        # Set when the node runs in a cluster (cluster_mode); None for a single node.
+        self.cluster: ClusterNode | None = None
         self.rpc_addr = ""
         self.http_url = ""
         self._data_lock: DataDirLock | None = None
@@ -79,20 +84,28 @@ class Agent:
             # (and on the way out closes, which trims) the log's files.
             Step("ports", self._bind_ports, self._close_ports),
             Step("log", self._open_log, self._close_log),
-            # The cluster step goes here: Raft over the log, giving the service a
-            # replicated commit log instead of the local one (docs/architecture.md).
+            # Raft over the log: the service gets a replicated commit log instead of
+            # the local one. Stopped after the service, so queued produces can commit.
+            Step("cluster", self._open_cluster, self._close_cluster),
             Step("service", self._start_service, self._close_service, self._refuse_new_work),
             # HTTP before gRPC, so that it is stopped after gRPC: it keeps answering
             # (503 for writes) while gRPC waits for its in-flight calls.
             Step("HTTP", self._serve_http, self._stop_http),
             Step("gRPC", self._serve_grpc, self._stop_grpc, self._drain_grpc),
+            # Gossip once the peer service answers: whoever learns of us can reach us.
+            Step("gossip", self._join_cluster, self._part_cluster),
             Step("retention", self._start_retention, self._stop_retention),
             # Last: SERVING only once everything above is up; first to say NOT_SERVING.
             Step("health", self._report_serving, drain=self._report_not_serving),
+            # Drained first: a leader hands over before anything else stops (and
+            # leaves the configuration with --leave-on-shutdown).
+            Step("hand-over", nothing, drain=self._hand_over),
         ]
 
     def servers(self) -> Sequence[ServerInfo]:
-        # A single node leads itself; the cluster replaces this with its membership.
+        if self.cluster is not None:
+            return self.cluster.servers()
+        # A single node leads itself.
         return [ServerInfo(self.settings.node_name, self.rpc_addr, True)]
 
     async def start(self) -> None:
@@ -127,7 +140,9 @@ class Agent:
             self.server_tls = ServerTLS(
                 TLSFiles(s.server_tls_cert_file, s.server_tls_key_file, s.server_tls_ca_file)
             )
-        if s.peer_tls_cert_file or s.peer_tls_key_file or s.peer_tls_ca_file:
+        if (s.peer_tls_cert_file or s.peer_tls_key_file or s.peer_tls_ca_file) and not (
+            cluster_mode(s)
+        ):
             _log.info("peer-tls-* settings apply to cluster traffic; a single node has none")
         if s.acl_model_file is not None and s.acl_policy_file is not None:
             self.authorizer = Authorizer(s.acl_model_file, s.acl_policy_file)
@@ -174,8 +189,12 @@ class Agent:
             s.rpc_port,
             self.server_tls,
             self._grpc_interceptors(),
-            # One budget for both ends: the client computes it the same way.
-            max_message_bytes(s.max_record_bytes, self._limits),
+            # One budget for both ends: the client computes it the same way. A
+            # cluster node also takes replication messages (larger, see transport.py).
+            max(
+                max_message_bytes(s.max_record_bytes, self._limits),
+                peer_max_message_bytes(s.max_record_bytes) if cluster_mode(s) else 0,
+            ),
         )
         self._grpc.bind()
         self.rpc_addr = self._grpc.addr
@@ -221,8 +240,12 @@ class Agent:
 
     def _make_service(self, log: Log) -> LogService:
         """The one place the service is built over the log (a cluster swaps what it gets)."""
+        commit_log: CommitLog = LocalCommitLog(log)
+        if self.cluster is not None:
+            assert self.cluster.commit_log is not None
+            commit_log = self.cluster.commit_log
         return LogService(
-            LocalCommitLog(log),
+            commit_log,
             self._limits,
             observer=self.metrics,
             tracer=self.tracing if self.tracing.enabled else None,
@@ -243,6 +266,37 @@ class Agent:
         # The committer drains: produces already queued are appended before the log closes.
         if self.service is not None:
             await self.service.close()
+
+    # -- cluster ------------------------------------------------------------------
+
+    async def _open_cluster(self) -> None:
+        if not cluster_mode(self.settings):
+            return
+        assert self.log is not None
+        options = cluster_options(self.settings, self.rpc_addr, self.server_tls is not None)
+        self.cluster = ClusterNode(
+            self.log,
+            self.settings.data_dir,
+            options,
+            sync_always=self.settings.sync_policy is SyncPolicy.ALWAYS,
+        )
+        await self.cluster.open()
+
+    async def _close_cluster(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    async def _join_cluster(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.join()
+
+    async def _part_cluster(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.part()
+
+    async def _hand_over(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.hand_over()
 
     # -- front ends ---------------------------------------------------------------
 
@@ -265,7 +319,8 @@ class Agent:
 
     async def _serve_grpc(self) -> None:
         assert self._grpc is not None and self.service is not None
-        await self._grpc.serve(self.service, self.servers, self._memory.stream_ended)
+        extra = [self.cluster.add_to_server] if self.cluster is not None else []
+        await self._grpc.serve(self.service, self.servers, self._memory.stream_ended, extra)
 
     async def _drain_grpc(self) -> None:
         if self._grpc is not None:

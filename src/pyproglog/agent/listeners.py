@@ -92,13 +92,17 @@ class GrpcListener:
         service: LogService,
         servers: ServerLister,
         on_stream_end: Callable[[], None] | None = None,
+        extra_services: Sequence[Callable[[grpc.aio.Server], None]] = (),
     ) -> None:
-        """Add the services and start answering; health stays NOT_SERVING until `set_serving`."""
+        """Add the services (`extra_services` add theirs, as the cluster's peer
+        service) and start answering; health stays NOT_SERVING until `set_serving`."""
         assert self._server is not None, "bind() first"
         if self._tls is None:
             _log.warning("gRPC serves plaintext: no TLS configured")
         self._servicer = LogServicer(service, servers, on_stream_end)
         add_log_service(self._servicer, self._server)
+        for add in extra_services:
+            add(self._server)
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(

@@ -45,9 +45,13 @@ m = r.sub == p.sub && r.obj == p.obj && r.act == p.act
 """
 
 EXAMPLE_POLICY = """\
-# root may produce and consume; any other subject (such as nobody) may do nothing.
+# root may produce, consume and administer the cluster (proglog servers remove);
+# the nodes (their certificate's subject is "proglog server") may replicate;
+# any other subject (such as nobody) may do nothing.
 p, root, *, produce
 p, root, *, consume
+p, root, *, admin
+p, proglog server, *, replicate
 """
 
 # Decisions remembered per policy; subjects come only from certificates our CA

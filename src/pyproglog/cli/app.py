@@ -6,7 +6,6 @@ Errors are one line on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import enum
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -38,8 +37,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 Opt = typer.Option
 
-# Until the cluster lands these only describe it; `serve` warns when one is set.
-CLUSTER_NOTE = "(cluster; not used yet)"
 _MIB = 1024 * 1024
 
 
@@ -71,6 +68,8 @@ def _defaults() -> dict[str, str]:
     shown["node_name"] = "the host name"
     shown["data_dir"] = f"./{fields['data_dir'].default}"
     shown["bootstrap"] = "on when no --start-join-addrs"
+    shown["cluster_key_file"] = "none: plaintext gossip, with a warning"
+    shown["advertise_addr"] = "the --bind-addr host and --rpc-port"
     return shown
 
 
@@ -129,7 +128,7 @@ def serve(
         Opt(
             metavar="NAME",
             help=_help(
-                "node_name", "This server's id in GetServers (and in the cluster, once it lands)"
+                "node_name", "This server's name in the cluster and in GetServers (keep it stable)"
             ),
         ),
     ] = None,
@@ -139,8 +138,8 @@ def serve(
             metavar="HOST:PORT",
             help=_help(
                 "bind_addr",
-                "Gossip address; its host is also where gRPC listens "
-                "(gossip: cluster; not used yet)",
+                "Gossip address (UDP and TCP; keep it stable across restarts); "
+                "its host is also where gRPC listens",
             ),
         ),
     ] = None,
@@ -152,15 +151,80 @@ def serve(
         list[str] | None,
         Opt(
             metavar="HOST:PORT",
-            help=_help("start_join_addrs", f"Gossip addresses of members to join {CLUSTER_NOTE}"),
+            help=_help(
+                "start_join_addrs", "Gossip addresses of members to join (repeat for several)"
+            ),
         ),
     ] = None,
     bootstrap: Annotated[
         bool | None,
         Opt(
             "--bootstrap/--no-bootstrap",
-            help=_help("bootstrap", f"Start a new cluster {CLUSTER_NOTE}"),
+            help=_help("bootstrap", "Start a new cluster (ignored once the node has state)"),
         ),
+    ] = None,
+    cluster_key_file: Annotated[
+        Path | None,
+        Opt(
+            metavar="FILE",
+            help=_help(
+                "cluster_key_file",
+                "Shared key (base64, 32 bytes) gossip is encrypted with; every node needs "
+                "the same one (make it with `proglog certs cluster-key`)",
+            ),
+        ),
+    ] = None,
+    leave_on_shutdown: Annotated[
+        bool | None,
+        Opt(
+            "--leave-on-shutdown/--no-leave-on-shutdown",
+            help=_help(
+                "leave_on_shutdown",
+                "On SIGTERM leave the cluster (removed from its configuration); without it "
+                "a stopped node stays a member and rejoins on restart",
+            ),
+        ),
+    ] = None,
+    advertise_addr: Annotated[
+        str | None,
+        Opt(
+            metavar="HOST[:PORT]",
+            help=_help(
+                "advertise_addr",
+                "Host other nodes and clients reach this node's gRPC and gossip ports on "
+                "(NAT, Kubernetes); a :PORT replaces the advertised gRPC port (a NodePort)",
+            ),
+        ),
+    ] = None,
+    gossip_profile: Annotated[
+        str | None,
+        Opt(
+            metavar="lan|local",
+            help=_help(
+                "gossip_profile",
+                "Gossip timing: lan (a failure is seen in 5-7 s) or local (about 1 s; "
+                "loopback tests and development)",
+            ),
+        ),
+    ] = None,
+    raft_tick_ms: Annotated[
+        int | None,
+        Opt(metavar="MS", help=_help("raft_tick_ms", "Raft clock: milliseconds per tick")),
+    ] = None,
+    election_ticks: Annotated[
+        int | None,
+        Opt(
+            metavar="TICKS",
+            help=_help(
+                "election_ticks",
+                "Ticks without a leader before a follower campaigns (randomized up to 2x; "
+                "more than --heartbeat-ticks)",
+            ),
+        ),
+    ] = None,
+    heartbeat_ticks: Annotated[
+        int | None,
+        Opt(metavar="TICKS", help=_help("heartbeat_ticks", "Ticks between leader heartbeats")),
     ] = None,
     acl_model_file: Annotated[
         Path | None,
@@ -187,16 +251,16 @@ def serve(
         Path | None,
         Opt(
             metavar="FILE",
-            help=_help("peer_tls_cert_file", f"Certificate for other nodes {CLUSTER_NOTE}"),
+            help=_help("peer_tls_cert_file", "Certificate this node shows other nodes"),
         ),
     ] = None,
     peer_tls_key_file: Annotated[
         Path | None,
-        Opt(metavar="FILE", help=_help("peer_tls_key_file", f"Key for other nodes {CLUSTER_NOTE}")),
+        Opt(metavar="FILE", help=_help("peer_tls_key_file", "Key of --peer-tls-cert-file")),
     ] = None,
     peer_tls_ca_file: Annotated[
         Path | None,
-        Opt(metavar="FILE", help=_help("peer_tls_ca_file", f"CA of other nodes {CLUSTER_NOTE}")),
+        Opt(metavar="FILE", help=_help("peer_tls_ca_file", "CA of other nodes' certificates")),
     ] = None,
     http_addr: Annotated[
         str | None,
@@ -277,26 +341,10 @@ def serve(
         raise fail(str(exc), 2) from None
     from pyproglog.agent import run
 
-    _warn_cluster_settings(settings)
     try:
         run(settings)
     except (OSError, LogError, SecurityError) as exc:
         raise fail(str(exc)) from None
-
-
-def _warn_cluster_settings(settings: Settings) -> None:
-    unused = settings.unused_cluster_settings()
-    if not unused:
-        return
-    # The node logs through this pipeline too; configured here so the warning
-    # comes out in the same format, before anything starts.
-    from pyproglog.observability.logging import configure_logging
-
-    configure_logging(settings.log_level, settings.log_format, settings.node_name)
-    logging.getLogger("pyproglog.cli").warning(
-        "cluster settings are not used yet (single node): %s",
-        ", ".join(f"--{name.replace('_', '-')}" for name in unused),
-    )
 
 
 def main() -> None:

@@ -81,3 +81,56 @@ def client(
         _report(add_client(out, name, days=DEFAULT_DAYS if days is None else days))
     except SecurityError as exc:
         raise fail(str(exc)) from None
+
+
+@certs.command("cluster-key")
+def cluster_key(
+    out: Annotated[Path, Opt(metavar="FILE", help="File to write the key to (mode 0600)")],
+    force: Annotated[bool, Opt(help="Replace an existing file")] = False,
+) -> None:
+    """A new gossip key for --cluster-key-file: give every node of the cluster the same file."""
+    from pyproglog.discovery.keys import new_cluster_key
+
+    try:
+        _write_secret(out, (new_cluster_key() + "\n").encode("ascii"), force=force)
+    except FileExistsError:
+        raise fail(f"{out} exists; pass --force to replace it") from None
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {out}")
+
+
+def _write_secret(path: Path, data: bytes, *, force: bool) -> None:
+    """Write `data` to `path`, readable by its owner only, all or nothing.
+
+    Durability: the bytes go to a temporary file in the same directory, created
+    0600 (never briefly world-readable), fsynced, then linked (no --force: fails
+    if `path` exists, even if it appeared meanwhile) or renamed over `path`, and
+    the directory is fsynced. A crash at any instant leaves no file or the whole
+    key, never a partial one.
+    """
+    import os
+    import tempfile
+
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        if force:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

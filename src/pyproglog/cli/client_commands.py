@@ -23,7 +23,7 @@ import typer
 from pyproglog.cli.app import Opt, app, fail
 
 if TYPE_CHECKING:
-    from pyproglog.client import Client, LogInfo, Record, Unreachable
+    from pyproglog.client import Client, LogInfo, Record, Server, Unreachable
 
 DEFAULT_ADDR = "127.0.0.1:8400"
 # Large enough for throughput, small enough to stay far below the server's
@@ -391,8 +391,17 @@ def consume(
 # -- servers, info ------------------------------------------------------------------
 
 
-@app.command()
+servers_app = typer.Typer(
+    name="servers",
+    help="List the cluster's servers; `remove` takes a dead one out for good.",
+    rich_markup_mode=None,  # as `proglog` itself: flag names never cut (see app.py)
+)
+app.add_typer(servers_app)
+
+
+@servers_app.callback(invoke_without_command=True)
 def servers(
+    ctx: typer.Context,
     addr: Addr = DEFAULT_ADDR,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
@@ -400,23 +409,108 @@ def servers(
     timeout: Timeout = 5.0,
     json_out: JsonObject = False,
 ) -> None:
-    """List the cluster's servers (GetServers)."""
+    """List the cluster's servers (GetServers): id, RPC address, leader, voter or learner.
+
+    With --json each server is also asked for its role and term, and the
+    leader for every member's replication lag (in Raft entries); a server that
+    does not answer is listed with "reachable": false and the error.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
         found = client.get_servers()
         if json_out:
-            data = [{"id": s.id, "rpc_addr": s.rpc_addr, "is_leader": s.is_leader} for s in found]
+            data = _servers_state(found, tls_ca, tls_cert, tls_key, timeout)
             _emit(json.dumps({"servers": data}))
         elif _on_terminal():
             from rich.console import Console
             from rich.table import Table
 
-            table = Table("ID", "RPC ADDRESS", "ROLE")
+            table = Table("ID", "RPC ADDRESS", "ROLE", "VOTE")
             for s in found:
-                table.add_row(s.id, s.rpc_addr, "[bold]leader[/]" if s.is_leader else "follower")
+                role = "[bold]leader[/]" if s.is_leader else "follower"
+                table.add_row(s.id, s.rpc_addr, role, _vote(s))
             Console().print(table)
         else:
             for s in found:
-                _emit(f"{s.id}\t{s.rpc_addr}\t{'leader' if s.is_leader else 'follower'}")
+                role = "leader" if s.is_leader else "follower"
+                _emit(f"{s.id}\t{s.rpc_addr}\t{role}\t{_vote(s)}")
+
+
+def _vote(server: Server) -> str:
+    return "voter" if server.voter else "learner"
+
+
+def _servers_state(
+    found: list[Server],
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    """Each server's GetServers entry with its own role and term, and its lag as the
+    leader reports it. Best effort: one server's failure is that server's row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyproglog.client import Client, ClientError, ClientTLS
+
+    tls = None
+    if ca is not None or cert is not None or key is not None:
+        tls = ClientTLS(ca_file=ca, cert_file=cert, key_file=key)
+
+    def ask(server: Server) -> LogInfo | str:
+        if not server.rpc_addr:
+            return "its RPC address is not known yet"
+        try:
+            with Client(server.rpc_addr, tls=tls, timeout=timeout) as client:
+                return client.info()
+        except ClientError as exc:
+            return str(exc)
+
+    # In parallel: an unreachable server costs one timeout, not one per server.
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(found)))) as pool:
+        answers = list(pool.map(ask, found))
+    # The lag is the leader's view; the newest term wins if two claim the role.
+    leaders = [a for a in answers if not isinstance(a, str) and a.role == "leader"]
+    leader = max(leaders, key=lambda a: a.term, default=None)
+    replicas = {r.id: r for r in leader.replicas} if leader is not None else {}
+    rows: list[dict[str, Any]] = []
+    for server, answer in zip(found, answers, strict=True):
+        row: dict[str, Any] = {
+            "id": server.id,
+            "rpc_addr": server.rpc_addr,
+            "is_leader": server.is_leader,
+            "voter": server.voter,
+        }
+        if isinstance(answer, str):
+            row |= {"reachable": False, "error": answer, "role": None, "term": None}
+        else:
+            row |= {"reachable": True, "role": answer.role, "term": answer.term}
+        replica = replicas.get(server.id)
+        row["lag_entries"] = replica.lag_entries if replica is not None else None
+        row["match_index"] = replica.match_index if replica is not None else None
+        rows.append(row)
+    return rows
+
+
+@servers_app.command("remove")
+def remove_server(
+    name: Annotated[str, typer.Argument(metavar="NODE_ID", help="The member's node name")],
+    addr: Addr = DEFAULT_ADDR,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Remove a member from the cluster for good (a node that died with its disk).
+
+    Any member takes the request and passes it to the leader. A node that only
+    stopped stays a member and rejoins as it was: it needs no removal. With
+    ACLs on, this needs the `admin` action.
+    """
+    with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
+        client.remove_server(name)
+    _emit(f"removed {name} from the cluster")
 
 
 def _info_fields(info: LogInfo) -> dict[str, Any]:

@@ -26,7 +26,14 @@ from pyproglog.client._errors import (
     Unreachable,
 )
 from pyproglog.client._tls import ClientTLS
-from pyproglog.client._types import FetchResult, LogInfo, Record, Server, TimestampOffset
+from pyproglog.client._types import (
+    FetchResult,
+    LogInfo,
+    Record,
+    ReplicaState,
+    Server,
+    TimestampOffset,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -44,6 +51,7 @@ __all__ = [
     "PermissionDenied",
     "Record",
     "RecordInput",
+    "ReplicaState",
     "ResourceExhausted",
     "Server",
     "ServerError",

@@ -8,10 +8,18 @@ from typing import Any, TypeVar
 
 import grpc
 
+from pyproglog.api.raft.v1 import raft_pb2, raft_pb2_grpc
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.client._errors import ClientClosed, ClientError, Unreachable, from_rpc_error
 from pyproglog.client._tls import ClientTLS
-from pyproglog.client._types import FetchResult, LogInfo, Record, Server, TimestampOffset
+from pyproglog.client._types import (
+    FetchResult,
+    LogInfo,
+    Record,
+    ReplicaState,
+    Server,
+    TimestampOffset,
+)
 from pyproglog.limits import DEFAULT_MAX_RECORD_BYTES, max_message_bytes
 
 Value = bytes | str
@@ -71,6 +79,8 @@ class Client:
         else:
             self._channel = grpc.secure_channel(addr, tls.credentials(), options=opts)
         self._stub = log_pb2_grpc.LogStub(self._channel)
+        # The peer service's stub, made on first use (only `remove_server` needs it).
+        self._raft: raft_pb2_grpc.RaftStub | None = None
         # Raw bytes in and out: only whether the server answers matters.
         self._health_check = self._channel.unary_unary("/grpc.health.v1.Health/Check")
         # Whether the server has answered at least once: a deadline passing
@@ -238,10 +248,24 @@ class Client:
         resp: log_pb2.GetServersResponse = self._unary(
             self._stub.GetServers, log_pb2.GetServersRequest(), self._deadline(timeout)
         )
-        return [Server(s.id, s.rpc_addr, s.is_leader) for s in resp.servers]
+        return [Server(s.id, s.rpc_addr, s.is_leader, s.voter) for s in resp.servers]
+
+    def remove_server(self, name: str, *, timeout: float | None = None) -> None:
+        """Remove the member `name` from the cluster for good (a node that died
+        with its disk; a node that only stopped rejoins as it was, and needs no
+        removal). Any member takes the call and passes it to the leader. With
+        ACLs on, the caller needs the `admin` action.
+        """
+        if self._raft is None:
+            self._raft = raft_pb2_grpc.RaftStub(self._channel)
+        self._unary(
+            self._raft.RemoveServer,
+            raft_pb2.RemoveServerRequest(name=name),
+            self._deadline(timeout),
+        )
 
     def info(self, *, timeout: float | None = None) -> LogInfo:
-        """Offsets and size of the server's log."""
+        """Offsets and size of the server's log, and its place in the cluster."""
         r: log_pb2.GetLogInfoResponse = self._unary(
             self._stub.GetLogInfo, log_pb2.GetLogInfoRequest(), self._deadline(timeout)
         )
@@ -253,6 +277,15 @@ class Client:
             segment_count=r.segment_count,
             size_bytes=r.size_bytes,
             commit_offset=None if r.empty else r.commit_offset,
+            # A server older than these fields sends no role: it is a single node.
+            role=r.role or "standalone",
+            term=r.term,
+            leader_id=r.leader_id or None,
+            leader_addr=r.leader_addr or None,
+            replicas=tuple(
+                ReplicaState(p.id, p.rpc_addr, p.voter, p.match_index, p.lag_entries)
+                for p in r.replicas
+            ),
         )
 
     def offset_for_timestamp(

@@ -37,6 +37,22 @@ class Server:
     id: str
     rpc_addr: str
     is_leader: bool
+    # False for a learner (a new member still catching up). A server older than
+    # this field says False for everyone.
+    voter: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """A cluster member as the leader sees it (`LogInfo.replicas`)."""
+
+    id: str  # the node name
+    rpc_addr: str
+    voter: bool
+    # The highest Raft index known to be on the member; 0 when not known yet.
+    match_index: int
+    # Raft entries behind the leader: one entry per group-commit batch, not per record.
+    lag_entries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +65,15 @@ class LogInfo:
     segment_count: int
     size_bytes: int
     commit_offset: int | None
+    # The answering node's place in its cluster: "leader", "follower",
+    # "candidate", "pre-candidate", "learner", or "standalone" (a single node).
+    role: str = "standalone"
+    term: int = 0
+    # The leader's node name and RPC address; None when no leader is known.
+    leader_id: str | None = None
+    leader_addr: str | None = None
+    # Filled by the leader only: every member, itself included.
+    replicas: tuple[ReplicaState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,3 +34,23 @@ def first_offset_after(segments: list[Segment], consensus_index: int) -> int:
         if seg.first_consensus_index <= consensus_index:
             return seg.base_offset + seg.first_rel_after(consensus_index)
     return segments[0].base_offset
+
+
+def entry_span(segments: list[Segment], consensus_index: int) -> tuple[int, int, int, int] | None:
+    """(first offset, end offset, term, stored bytes) of the entry `consensus_index`,
+    or None. An entry never spans two segments, so both ends are bisects in one."""
+    for seg in segments:
+        if seg.is_empty or seg.last_consensus_index < consensus_index:
+            continue
+        if seg.first_consensus_index > consensus_index:
+            return None
+        rel = seg.first_rel_after(consensus_index - 1)
+        entries = seg.index.entries
+        if rel >= entries or seg.consensus_index_at(rel) != consensus_index:
+            return None
+        end = seg.first_rel_after(consensus_index)
+        term = seg.read(seg.base_offset + rel).term
+        stop = seg.index.position(end) if end < entries else seg.store.size
+        size = stop - seg.index.position(rel)
+        return seg.base_offset + rel, seg.base_offset + end, term, size
+    return None

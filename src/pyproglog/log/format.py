@@ -159,7 +159,8 @@ class EncodedBatch:
     max_timestamp_ms: int = -(2**63)
 
 
-_pack_head = _FRAME_HEAD.pack
+# Everything before the value, from its parts (see encode_body for the arguments).
+pack_head = _pack_head = _FRAME_HEAD.pack
 _pack_prefix = FRAME_PREFIX.pack
 
 
@@ -168,7 +169,7 @@ def encode_body(
 ) -> bytes:
     """The body of one frame: an entry of one record (the `Log.append` path, as
     `encode_batch`); `Store.append_body` frames it."""
-    record_len, high_tail, value_len = _single_parts(
+    record_len, high_tail, value_len = single_parts(
         len(value), offset >> 7, term, rtype, timestamp_ms
     )
     return (
@@ -181,7 +182,7 @@ def encode_body(
 
 
 @functools.lru_cache(maxsize=256)
-def _single_parts(
+def single_parts(
     vlen: int, high: int, term: int, rtype: int, timestamp_ms: int
 ) -> tuple[bytes, bytes, bytes]:
     """What `encode_body` looks up, in one call: lengths, and the fields after the offset's

@@ -339,18 +339,23 @@ class Log(LogReads):
                 seg.remove()
             self._segments = []
 
-    def reset(self, entry_before: tuple[int, int] = (0, 0)) -> None:
-        """Delete everything and start again, empty, at `initial_offset`.
+    def reset(self, entry_before: tuple[int, int] = (0, 0), at_offset: int | None = None) -> None:
+        """Delete everything and start again, empty, at `at_offset` (default
+        `initial_offset`): a Raft follower installing a snapshot restarts at the
+        leader's lowest offset.
 
         `entry_before` is the (consensus index, term) the new log starts after.
         """
+        start = self.config.initial_offset if at_offset is None else at_offset
+        if start < 0:
+            raise ValueError(f"at_offset must not be negative, got {start}")
         with self._lock:
             self._check_open()
             # Newest first: a crash part-way leaves a prefix of the log, never a suffix.
             while self._segments:
                 self._segments.pop().remove()
-            self._segments = [self._create(self.config.initial_offset, entry_before)]
-            self._bases = [self.config.initial_offset]
+            self._segments = [self._create(start, entry_before)]
+            self._bases = [start]
 
     def __enter__(self) -> Log:
         return self

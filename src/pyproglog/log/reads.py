@@ -197,3 +197,17 @@ class LogReads:
         with self._lock:
             self._check_open()
             return entries.first_offset_of(self._segments, consensus_index)
+
+    def entry_span(self, consensus_index: int) -> tuple[int, int, int, int] | None:
+        """(first offset, end offset, term, stored bytes) of the entry
+        `consensus_index`, or None: the same bisects as `first_offset_of_entry`."""
+        with self._lock:
+            self._check_open()
+            return entries.entry_span(self._segments, consensus_index)
+
+    def offset_after_entry(self, consensus_index: int) -> int:
+        """The offset just past every record of the entries <= `consensus_index`
+        (the log's next offset when none follows)."""
+        with self._lock:
+            self._check_open()
+            return entries.first_offset_after(self._segments, consensus_index)

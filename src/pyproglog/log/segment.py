@@ -18,10 +18,12 @@ from pyproglog.log import ranges, recovery
 from pyproglog.log.config import LogConfig
 from pyproglog.log.errors import SegmentFull
 from pyproglog.log.format import (
+    BIG_VALUE,
     ENGINE_HEADER,
     FRAME_OVERHEAD,
     FRAME_PREFIX,
     FRAME_PREFIX_SIZE,
+    INDEX_ENTRY,
     INDEX_ENTRY_WIDTH,
     STORE_HEADER_SIZE,
     EncodedBatch,
@@ -30,7 +32,8 @@ from pyproglog.log.format import (
     RecordLike,
     decode_frame,
     encode_batch,
-    encode_body,
+    pack_head,
+    single_parts,
 )
 from pyproglog.log.index import Index
 from pyproglog.log.ranges import EncodedRange
@@ -40,6 +43,10 @@ from pyproglog.log.timeindex import TimeIndex
 STORE_SUFFIX = ".store"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
+
+_pack_head = pack_head
+_pack_prefix_into = FRAME_PREFIX.pack_into
+_pack_entry_into = INDEX_ENTRY.pack_into
 
 
 def segment_paths(directory: str, base_offset: int) -> tuple[str, str, str]:
@@ -187,12 +194,18 @@ class Segment:
         Same order: the frame is copied into the store's map, then its index
         entry is written. Returns `is_maxed` afterwards (whether the caller
         should roll). SegmentFull when it does not fit: the caller goes the batch way.
+
+        The hot path of `Log.append`: the frame encoding (`format.encode_body`),
+        `Store.append_body` and `Index.write` are inlined here, by their rules,
+        so that one record costs one Python call below the log.
         """
         index = self.index
         store = self.store
         rel = index.entries
-        size = FRAME_OVERHEAD + len(value)
-        end = store.size + size
+        pos = store._size
+        vlen = len(value)
+        size = FRAME_OVERHEAD + vlen
+        end = pos + size
         max_store = self._max_store_bytes
         max_entries = self._max_entries
         if rel >= max_entries or rel >= index.capacity or end > max_store:
@@ -201,9 +214,38 @@ class Segment:
         if watermark is None:
             watermark = self.watermark_ms()
         offset = self.next_offset
-        body = encode_body(value, offset, consensus_index, timestamp_ms, term, rtype)
-        index.write(store.append_body(body))
-        # What _appended does, inlined: this is the hot path of Log.append.
+        # The varint parts change rarely (a new millisecond, every 128 offsets,
+        # another size): looked up only when they do.
+        key = (vlen, offset >> 7, term, rtype, timestamp_ms)
+        if key != self._one_key:
+            self._one_key = key
+            self._one_parts = single_parts(*key)
+        record_len, high_tail, value_len = self._one_parts
+        head = _pack_head(
+            offset, consensus_index, timestamp_ms, term, rtype, 0, 0,
+            record_len, 0x10, offset & 0x7F | 0x80, high_tail, value_len,
+        )  # fmt: skip
+        if end > store._mapped:
+            store.reserve(end)  # DiskFull here: nothing written
+        # Durability: the frame is in the page cache (a shared file mapping)
+        # once copied, so it survives kill -9; the index entry after it is a cache.
+        mm = store._mm
+        if vlen < BIG_VALUE:
+            body = head + value
+            mm[pos + FRAME_PREFIX_SIZE : end] = body
+            crc = crc32c(body)
+        else:  # no copy of a big value into a frame buffer first
+            mm[pos + FRAME_PREFIX_SIZE : pos + FRAME_OVERHEAD] = head
+            mm[pos + FRAME_OVERHEAD : end] = value
+            crc = crc32c(value, crc32c(head))
+        # The prefix last: until it is written the frame is torn (length 0).
+        _pack_prefix_into(mm, pos, size - FRAME_PREFIX_SIZE, crc)
+        store._size = end
+        if end >= store.release_at:
+            store.release()
+        _pack_entry_into(index._mm, rel * INDEX_ENTRY_WIDTH, rel, pos)
+        index.entries = rel + 1
+        # What _appended does, inlined.
         if not rel:
             self.first_consensus_index = consensus_index
         self.next_offset = offset + 1
@@ -216,6 +258,10 @@ class Segment:
         if since >= self._time_interval:
             self._add_time_entry()
         return end >= max_store or rel + 1 >= max_entries
+
+    # The varint parts of the last single append's frame, and what they were made for.
+    _one_key: tuple[int, int, int, int, int] | None = None
+    _one_parts: tuple[bytes, bytes, bytes] = (b"", b"", b"")
 
     def _appended(
         self, next_offset: int, cidx: int, term: int, max_ts: int, size: int, watermark: int

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pyproglog.api.raft.v1 import raft_pb2
 from pyproglog.api.v1 import log_pb2
 from pyproglog.auth.acl import CONSUME, OBJECT, PRODUCE, Authorizer
 from pyproglog.auth.errors import PermissionDenied
 
 __all__ = [
+    "ADMIN",
     "METHOD_ACTIONS",
     "OPEN_PATHS",
     "OPEN_SERVICES",
     "PATH_ACTIONS",
+    "PEER_SERVICE_NAME",
+    "REPLICATE",
     "SERVICE_NAME",
     "DenialHook",
     "denial",
@@ -30,6 +34,14 @@ __all__ = [
 ]
 
 SERVICE_NAME: str = log_pb2.DESCRIPTOR.services_by_name["Log"].full_name  # "log.v1.Log"
+# The nodes' own service, on the same port.
+PEER_SERVICE_NAME: str = raft_pb2.DESCRIPTOR.services_by_name["Raft"].full_name
+
+# The actions of the peer service, beside the clients' produce and consume: a
+# node's certificate needs `replicate` to talk Raft and forward writes to the
+# leader; removing a member from the cluster needs `admin`.
+REPLICATE = "replicate"
+ADMIN = "admin"
 
 # Told the action of every denial (e.g. to count them in metrics).
 DenialHook = Callable[[str], None]
@@ -52,6 +64,17 @@ METHOD_ACTIONS: dict[str, tuple[str, ...]] = {
         # Where to send produces and consumes: of use, and disclosed, only to a
         # client that may do one of them; a producer-only client must route too.
         "GetServers": (PRODUCE, CONSUME),
+    }.items()
+} | {
+    f"/{PEER_SERVICE_NAME}/{name}": actions
+    for name, actions in {
+        "Send": (REPLICATE,),
+        # A write a follower forwards was authorized there, against the client's
+        # own certificate; the leader only checks that a node sent it.
+        "Forward": (REPLICATE,),
+        # An operator's call (admin), or that call passed on by the node that
+        # took it, which checked `admin` against the operator's certificate.
+        "RemoveServer": (ADMIN, REPLICATE),
     }.items()
 }
 

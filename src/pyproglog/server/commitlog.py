@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from pyproglog.log import EncodedRange, Log, LogInfo, Record, RecordLike, SyncPolicy
+from pyproglog.server.results import ReplicationState
 
 __all__ = ["CommitListener", "CommitLog", "LocalCommitLog"]
 
@@ -72,6 +73,11 @@ class CommitLog(Protocol):
     def add_commit_listener(self, listener: CommitListener) -> None: ...
 
     def remove_commit_listener(self, listener: CommitListener) -> None: ...
+
+    def replication(self) -> ReplicationState | None:
+        """The node's place in its cluster (role, term, leader, replicas' lag);
+        None when the log is not replicated."""
+        ...
 
 
 class LocalCommitLog:
@@ -134,3 +140,6 @@ class LocalCommitLog:
 
     def remove_commit_listener(self, listener: CommitListener) -> None:
         self.log.remove_listener(listener)
+
+    def replication(self) -> ReplicationState | None:
+        return None  # a single node: no cluster to report on

@@ -374,6 +374,7 @@ class LogService:
             segment_count=info.segment_count,
             size_bytes=info.size_bytes,
             commit_offset=committed - 1 if committed > info.lowest_offset else None,
+            replication=self._commit_log.replication(),
         )
 
     def offset_for_timestamp(self, timestamp_ms: int) -> TimestampLookup:

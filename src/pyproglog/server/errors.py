@@ -29,6 +29,7 @@ __all__ = [
     "INTERNAL",
     "ErrorStatus",
     "InvalidArgument",
+    "NoQuorum",
     "NotLeader",
     "PermissionDenied",
     "Reason",
@@ -57,6 +58,7 @@ class Reason(StrEnum):
     SHUTTING_DOWN = "SHUTTING_DOWN"
     BUSY = "BUSY"
     NOT_LEADER = "NOT_LEADER"
+    NO_QUORUM = "NO_QUORUM"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     NOT_FOUND = "NOT_FOUND"
@@ -84,6 +86,14 @@ class NotLeader(ServiceError):
         where = f"; the leader is {leader_addr}" if leader_addr else "; no leader is known"
         super().__init__(f"this node is not the leader{where}")
         self.leader_addr = leader_addr
+
+
+class NoQuorum(ServiceError):
+    """A cluster write that was not (or not known to be) committed: retry it.
+
+    Its outcome may be unknown (the entry may still commit): a retry can then
+    duplicate the records, which an idempotent producer prevents.
+    """
 
 
 def record_too_large(size: int, limit: int, index: int | None = None) -> RecordTooLarge:
@@ -142,6 +152,8 @@ def error_status(exc: BaseException) -> ErrorStatus | None:
         case NotLeader():
             meta = {"leader_addr": exc.leader_addr} if exc.leader_addr else {}
             return ErrorStatus("UNAVAILABLE", 503, msg, Reason.NOT_LEADER, meta)
+        case NoQuorum():
+            return ErrorStatus("UNAVAILABLE", 503, msg, Reason.NO_QUORUM)
         case MissingRecords():
             meta = {"first": str(exc.first), "last": str(exc.last)}
             return ErrorStatus("DATA_LOSS", 500, msg, Reason.DATA_LOSS, meta)

@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 from pyproglog.log import Record
 
-__all__ = ["Appended", "EncodedFetch", "Fetched", "LogState", "TimestampLookup"]
+__all__ = [
+    "STANDALONE",
+    "Appended",
+    "EncodedFetch",
+    "Fetched",
+    "LogState",
+    "ReplicaState",
+    "ReplicationState",
+    "TimestampLookup",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,37 @@ class EncodedFetch:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """A member of the cluster as its leader sees it."""
+
+    id: str  # the node name
+    rpc_addr: str  # its client-facing gRPC address; "" when not known yet
+    voter: bool  # False: a learner, still catching up
+    match_index: int  # the highest Raft index known to be on it; 0 when unknown
+    lag_entries: int  # Raft entries (group-commit batches, not records) behind the leader
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationState:
+    """Where a node stands in its cluster.
+
+    `role` is one of "leader", "follower", "candidate", "pre-candidate",
+    "learner" (a follower that does not vote) or "standalone" (a single node).
+    `replicas` is filled on the leader only: every member, itself included.
+    """
+
+    role: str
+    term: int
+    leader_id: str | None  # the leader's node name; None when no leader is known
+    leader_addr: str | None
+    replicas: tuple[ReplicaState, ...] = ()
+
+
+# What a node that is not part of a cluster reports.
+STANDALONE = ReplicationState(role="standalone", term=0, leader_id=None, leader_addr=None)
+
+
+@dataclass(frozen=True, slots=True)
 class LogState:
     lowest_offset: int
     highest_offset: int | None  # None: the log is empty
@@ -50,6 +90,8 @@ class LogState:
     segment_count: int
     size_bytes: int
     commit_offset: int | None  # the last committed offset; None: nothing committed
+    # None: a single node (LocalCommitLog), not part of a cluster.
+    replication: ReplicationState | None = None
 
     @property
     def empty(self) -> bool:

@@ -13,6 +13,7 @@ class ServerInfo:
     id: str
     rpc_addr: str  # the client-facing gRPC address
     is_leader: bool
+    voter: bool = True  # False: a learner (a new member still catching up)
 
 
 # The agent provides it: a single node lists itself as leader, a cluster its membership.

@@ -9,13 +9,30 @@
   direction, for fault injection between a client and a node (and, later,
   between nodes).
 
-Several ServerProcesses make a cluster; a `Cluster` helper belongs here once
-nodes can join one.
+- `Cluster`: several `proglog serve` nodes forming one cluster on loopback
+  (fixed ports, optional proxies, kill/stop/restart/wipe, `leader()`).
+- `History` and `Load`: a recorded write/read load and its checker
+  (`pyproglog.testing.history.check`).
 """
 
 from pyproglog.testing.agent import started_agent
+from pyproglog.testing.cluster import Cluster, ClusterError
+from pyproglog.testing.history import History, HistoryError
+from pyproglog.testing.load import Load
 from pyproglog.testing.net import free_port
 from pyproglog.testing.process import READY, ServerProcess, run_serve
 from pyproglog.testing.proxy import TcpProxy
 
-__all__ = ["READY", "ServerProcess", "TcpProxy", "free_port", "run_serve", "started_agent"]
+__all__ = [
+    "READY",
+    "Cluster",
+    "ClusterError",
+    "History",
+    "HistoryError",
+    "Load",
+    "ServerProcess",
+    "TcpProxy",
+    "free_port",
+    "run_serve",
+    "started_agent",
+]

@@ -177,19 +177,23 @@ class Server(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     RPC_ADDR_FIELD_NUMBER: _builtins.int
     IS_LEADER_FIELD_NUMBER: _builtins.int
+    VOTER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     rpc_addr: _builtins.str
     is_leader: _builtins.bool
+    voter: _builtins.bool
+    """A voting member; false for a learner (a new member still catching up)."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         rpc_addr: _builtins.str = ...,
         is_leader: _builtins.bool = ...,
+        voter: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "is_leader", b"is_leader", "rpc_addr", b"rpc_addr"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "is_leader", b"is_leader", "rpc_addr", b"rpc_addr", "voter", b"voter"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -360,6 +364,11 @@ class GetLogInfoResponse(_message.Message):
     SEGMENT_COUNT_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     COMMIT_OFFSET_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    LEADER_ID_FIELD_NUMBER: _builtins.int
+    LEADER_ADDR_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
     lowest_offset: _builtins.int
     highest_offset: _builtins.int
     """Highest offset present; meaningless when empty is true."""
@@ -370,6 +379,19 @@ class GetLogInfoResponse(_message.Message):
     size_bytes: _builtins.int
     commit_offset: _builtins.int
     """Highest offset known to be replicated to a quorum (single node: highest)."""
+    role: _builtins.str
+    """The answering node's replication state. role: "leader", "follower",
+    "candidate", "pre-candidate", "learner" (a non-voting member), or
+    "standalone" (a single node, not a cluster: term 0, no leader, no replicas).
+    """
+    term: _builtins.int
+    leader_id: _builtins.str
+    """The leader's node name and client RPC address; "" when no leader is known."""
+    leader_addr: _builtins.str
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaState]:
+        """Answered by the leader only (empty elsewhere): every member, itself included."""
+
     def __init__(
         self,
         *,
@@ -380,14 +402,57 @@ class GetLogInfoResponse(_message.Message):
         segment_count: _builtins.int = ...,
         size_bytes: _builtins.int = ...,
         commit_offset: _builtins.int = ...,
+        role: _builtins.str = ...,
+        term: _builtins.int = ...,
+        leader_id: _builtins.str = ...,
+        leader_addr: _builtins.str = ...,
+        replicas: _abc.Iterable[Global___ReplicaState] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_offset", b"commit_offset", "empty", b"empty", "highest_offset", b"highest_offset", "lowest_offset", b"lowest_offset", "next_offset", b"next_offset", "segment_count", b"segment_count", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_offset", b"commit_offset", "empty", b"empty", "highest_offset", b"highest_offset", "leader_addr", b"leader_addr", "leader_id", b"leader_id", "lowest_offset", b"lowest_offset", "next_offset", b"next_offset", "replicas", b"replicas", "role", b"role", "segment_count", b"segment_count", "size_bytes", b"size_bytes", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLogInfoResponse: _TypeAlias = GetLogInfoResponse  # noqa: Y015
+
+@_typing.final
+class ReplicaState(_message.Message):
+    """A member as the leader sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RPC_ADDR_FIELD_NUMBER: _builtins.int
+    VOTER_FIELD_NUMBER: _builtins.int
+    MATCH_INDEX_FIELD_NUMBER: _builtins.int
+    LAG_ENTRIES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """the node name"""
+    rpc_addr: _builtins.str
+    voter: _builtins.bool
+    match_index: _builtins.int
+    """The highest Raft index known to be on the member (0 when not yet known)."""
+    lag_entries: _builtins.int
+    """Raft entries the member is behind the leader's last one (one entry per
+    group-commit batch, not one per record).
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        rpc_addr: _builtins.str = ...,
+        voter: _builtins.bool = ...,
+        match_index: _builtins.int = ...,
+        lag_entries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "lag_entries", b"lag_entries", "match_index", b"match_index", "rpc_addr", b"rpc_addr", "voter", b"voter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
 @_typing.final
 class GetOffsetForTimestampRequest(_message.Message):

@@ -16,6 +16,7 @@ from pyproglog.server.core import EncodedFetch, LogService
 from pyproglog.server.errors import ShuttingDown
 from pyproglog.server.grpc.handlers import MalformedRequest
 from pyproglog.server.grpc.status import abort_for
+from pyproglog.server.results import STANDALONE
 from pyproglog.server.servers import ServerLister
 
 __all__ = ["LogServicer", "to_pb"]
@@ -231,7 +232,7 @@ class LogServicer(log_pb2_grpc.LogServicer):
     ) -> log_pb2.GetServersResponse:
         return log_pb2.GetServersResponse(
             servers=[
-                log_pb2.Server(id=s.id, rpc_addr=s.rpc_addr, is_leader=s.is_leader)
+                log_pb2.Server(id=s.id, rpc_addr=s.rpc_addr, is_leader=s.is_leader, voter=s.voter)
                 for s in self._servers()
             ]
         )
@@ -271,7 +272,9 @@ class LogServicer(log_pb2_grpc.LogServicer):
         self, request: log_pb2.GetLogInfoRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.GetLogInfoResponse:
         info = self._service.info()
-        # proto3 has no null: an empty log says so in `empty`, its offsets read 0.
+        rep = info.replication or STANDALONE
+        # proto3 has no null: an empty log says so in `empty`, its offsets read 0;
+        # an unknown leader is "".
         return log_pb2.GetLogInfoResponse(
             lowest_offset=info.lowest_offset,
             highest_offset=info.highest_offset or 0,
@@ -280,6 +283,20 @@ class LogServicer(log_pb2_grpc.LogServicer):
             segment_count=info.segment_count,
             size_bytes=info.size_bytes,
             commit_offset=info.commit_offset or 0,
+            role=rep.role,
+            term=rep.term,
+            leader_id=rep.leader_id or "",
+            leader_addr=rep.leader_addr or "",
+            replicas=[
+                log_pb2.ReplicaState(
+                    id=r.id,
+                    rpc_addr=r.rpc_addr,
+                    voter=r.voter,
+                    match_index=r.match_index,
+                    lag_entries=r.lag_entries,
+                )
+                for r in rep.replicas
+            ],
         )
 
     @_rpc

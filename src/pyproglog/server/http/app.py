@@ -38,11 +38,13 @@ from pyproglog.server.http.models import (
     ProduceRequest,
     ProduceResponse,
     Record,
+    ReplicaState,
     Server,
     ServersResponse,
     to_log_record,
     to_record,
 )
+from pyproglog.server.results import STANDALONE
 from pyproglog.server.servers import ServerLister
 
 
@@ -236,6 +238,7 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
     @v1.get("/info", summary="Log info", responses=error_responses(503))
     async def info() -> LogInfoResponse:
         i = service.info()
+        rep = i.replication or STANDALONE
         return LogInfoResponse(
             lowest_offset=i.lowest_offset,
             highest_offset=i.highest_offset,
@@ -244,6 +247,20 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
             segment_count=i.segment_count,
             size_bytes=i.size_bytes,
             commit_offset=i.commit_offset,
+            role=rep.role,
+            term=rep.term,
+            leader_id=rep.leader_id,
+            leader_addr=rep.leader_addr,
+            replicas=[
+                ReplicaState(
+                    id=r.id,
+                    rpc_addr=r.rpc_addr,
+                    voter=r.voter,
+                    match_index=r.match_index,
+                    lag_entries=r.lag_entries,
+                )
+                for r in rep.replicas
+            ],
         )
 
     @v1.get(
@@ -261,7 +278,10 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
     @v1.get("/servers", summary="Servers in the cluster", responses=error_responses())
     async def list_servers() -> ServersResponse:
         return ServersResponse(
-            servers=[Server(id=s.id, rpc_addr=s.rpc_addr, is_leader=s.is_leader) for s in servers()]
+            servers=[
+                Server(id=s.id, rpc_addr=s.rpc_addr, is_leader=s.is_leader, voter=s.voter)
+                for s in servers()
+            ]
         )
 
     app.include_router(v1)

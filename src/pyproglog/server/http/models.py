@@ -136,6 +136,18 @@ class FetchResponse(BaseModel):
     high_watermark: Uint64 = Field(description="The log's highest offset + 1 when answering.")
 
 
+class ReplicaState(BaseModel):
+    id: str = Field(description="The member's node name.")
+    rpc_addr: str = Field(description="Its client gRPC address (empty when not known yet).")
+    voter: bool = Field(description="False for a learner, a new member still catching up.")
+    match_index: Uint64 = Field(
+        description="The highest Raft index known to be on the member; 0 when not known yet."
+    )
+    lag_entries: Uint64 = Field(
+        description="Raft entries it is behind the leader (one entry per group-commit batch)."
+    )
+
+
 class LogInfoResponse(BaseModel):
     lowest_offset: Uint64
     # null, not 0, when empty: 0 is also the offset of a first record (same as
@@ -151,6 +163,22 @@ class LogInfoResponse(BaseModel):
         description="Highest offset replicated to a quorum (a single node: highest_offset); "
         "null when the log is empty."
     )
+    role: str = Field(
+        description='This node\'s role: "leader", "follower", "candidate", "pre-candidate", '
+        '"learner" (a non-voting member catching up), or "standalone" (a single node).',
+        examples=["leader"],
+    )
+    term: Uint64 = Field(description="The node's current Raft term (0 when standalone).")
+    leader_id: str | None = Field(
+        description="The leader's node name; null when no leader is known (or standalone)."
+    )
+    leader_addr: str | None = Field(
+        description="The leader's client gRPC address; null when not known."
+    )
+    replicas: list[ReplicaState] = Field(
+        description="On the leader, every member (itself included) and how far behind it is; "
+        "empty on any other node."
+    )
 
 
 class OffsetForTimestampResponse(BaseModel):
@@ -165,6 +193,7 @@ class Server(BaseModel):
     id: str
     rpc_addr: str = Field(description="The client-facing gRPC address.")
     is_leader: bool
+    voter: bool = Field(description="False for a learner, a new member still catching up.")
 
 
 class ServersResponse(BaseModel):

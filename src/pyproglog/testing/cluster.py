@@ -1,0 +1,407 @@
+"""Several `proglog serve` processes as one cluster, on loopback, for tests and benchmarks.
+
+    with Cluster(tmp_path, size=3) as cluster:
+        leader = cluster.leader()
+        leader.stub().Produce(...)
+        cluster.kill(leader.name)      # SIGKILL
+        cluster.restart(leader.name)   # same data dir, same flags, same ports
+
+Every node gets fixed free ports (gossip, gRPC, HTTP) at construction, so a
+restarted node comes back at the same addresses: gossip refuses a known name
+from a new address for a while, and peers know it by its RPC address. With
+`proxies=True` each node advertises a `TcpProxy` in front of its gRPC port:
+clients and peers reach it only through the proxy, so faults set on the proxy
+cut or delay the traffic *to* that node (what it sends goes through the
+others' proxies). Everything each node printed, across restarts, is kept; the
+errors of this module carry it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+
+from pyproglog.api.v1 import log_pb2, log_pb2_grpc
+from pyproglog.testing.net import free_port
+from pyproglog.testing.process import ServerProcess
+from pyproglog.testing.proxy import TcpProxy
+
+T = TypeVar("T")
+
+# The Raft timing every test node gets: an election timeout of 0.5-1 s.
+FAST_RAFT = ("--raft-tick-ms", "50", "--election-ticks", "10", "--heartbeat-ticks", "1")
+# Short reconnect backoff: a restarted node is reached again within a fraction of a second.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    # Channels to one address share connections process-wide by default: one
+    # cut connection would then fail every channel of every test thread.
+    ("grpc.use_local_subchannel_pool", 1),
+]
+CALL_TIMEOUT = 2.0
+
+
+class ClusterError(AssertionError):
+    """A cluster did not reach the state a test waited for; the message has every node's output."""
+
+
+@dataclass
+class Node:
+    """One member: its ports and flags are fixed for its life; its process comes and goes."""
+
+    name: str
+    data_dir: Path
+    gossip_port: int
+    rpc_port: int
+    http_port: int
+    args: list[str]
+    bootstrap: bool
+    join: list[str]  # gossip addresses to join when not bootstrapping
+    proxy: TcpProxy | None = None
+    process: ServerProcess | None = None
+    # Output of the processes that ended, oldest first (the live one's is in process.output).
+    past_output: list[list[str]] = field(default_factory=list)
+    _channel: grpc.Channel | None = None
+
+    @property
+    def gossip_addr(self) -> str:
+        return f"127.0.0.1:{self.gossip_port}"
+
+    @property
+    def rpc_addr(self) -> str:
+        """Where the node's gRPC really listens (bypasses the proxy)."""
+        return f"127.0.0.1:{self.rpc_port}"
+
+    @property
+    def addr(self) -> str:
+        """Where clients and peers reach it: the proxy when there is one."""
+        return self.proxy.addr if self.proxy is not None else self.rpc_addr
+
+    @property
+    def alive(self) -> bool:
+        return (
+            self.process is not None
+            and self.process.proc is not None
+            and (self.process.proc.poll() is None)
+        )
+
+    def command_args(self) -> list[str]:
+        args = [
+            "--node-name",
+            self.name,
+            "--bind-addr",
+            self.gossip_addr,
+            # After ServerProcess's own `--rpc-port 0`/`--http-addr`: the last flag wins.
+            "--rpc-port",
+            str(self.rpc_port),
+            "--http-addr",
+            f"127.0.0.1:{self.http_port}",
+        ]
+        if self.proxy is not None:
+            args += ["--advertise-addr", self.proxy.addr]
+        args += ["--bootstrap"] if self.bootstrap else ["--start-join-addrs", ",".join(self.join)]
+        return args + self.args
+
+    def output(self) -> str:
+        runs = [*self.past_output]
+        if self.process is not None:
+            runs.append(list(self.process.output))
+        return "".join(
+            f"--- {self.name} run {i + 1} ---\n" + "".join(r) for i, r in enumerate(runs)
+        )
+
+    def channel(self) -> grpc.Channel:
+        """A channel to `addr`, kept for the node's life (it reconnects across restarts)."""
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.addr, options=CHANNEL_OPTIONS)
+        return self._channel
+
+    def stub(self) -> log_pb2_grpc.LogStub:
+        return log_pb2_grpc.LogStub(self.channel())
+
+    def direct_stub(self) -> tuple[grpc.Channel, log_pb2_grpc.LogStub]:
+        """A new channel to the real gRPC port, around the proxy (close it after use)."""
+        ch = grpc.insecure_channel(self.rpc_addr, options=CHANNEL_OPTIONS)
+        return ch, log_pb2_grpc.LogStub(ch)
+
+    def close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+
+class Cluster:
+    """`size` nodes named n1..nN: n1 bootstraps, node i joins node i-1 (each knows one other).
+
+    `args` go to every node; `node_args` adds flags per node name. The gossip
+    profile is `local` (failure detection ~1 s) and Raft runs at FAST_RAFT.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        *,
+        args: Sequence[str] = (),
+        node_args: Mapping[str, Sequence[str]] | None = None,
+        proxies: bool = False,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.root = root
+        self.ready_timeout = ready_timeout
+        self.use_proxies = proxies
+        self.nodes: dict[str, Node] = {}
+        base = ["--gossip-profile", "local", *FAST_RAFT, "--log-level", "info", *args]
+        names = [f"n{i + 1}" for i in range(size)]
+        ports = _distinct_ports(3 * size)
+        for i, name in enumerate(names):
+            node = Node(
+                name=name,
+                data_dir=root / name,
+                gossip_port=ports[3 * i],
+                rpc_port=ports[3 * i + 1],
+                http_port=ports[3 * i + 2],
+                args=[*base, *((node_args or {}).get(name, ()))],
+                bootstrap=i == 0,
+                join=[] if i == 0 else [f"127.0.0.1:{ports[3 * (i - 1)]}"],
+            )
+            self.nodes[name] = node
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Cluster:
+        """Start every node in order, each once it can join the one before."""
+        try:
+            for node in self.nodes.values():
+                if self.use_proxies and node.proxy is None:
+                    node.proxy = TcpProxy(node.rpc_addr).start()
+                self.start_node(node.name)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def start_node(self, name: str) -> Node:
+        node = self.nodes[name]
+        if node.alive:
+            raise ClusterError(f"{name} is already running")
+        if node.process is not None:
+            node.past_output.append(list(node.process.output))
+        node.process = ServerProcess(
+            node.data_dir, node.command_args(), ready_timeout=self.ready_timeout
+        )
+        try:
+            node.process.start()
+        except RuntimeError as e:
+            raise ClusterError(f"{name} did not start: {e}\n{self.describe()}") from None
+        return node
+
+    def restart(self, name: str) -> Node:
+        """Start a node that was stopped or killed again: same data dir, flags and ports."""
+        return self.start_node(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no leave, no transfer, nothing flushed."""
+        node = self.nodes[name]
+        if node.process is not None:
+            node.process.kill()
+
+    def stop(self, name: str, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; the exit code. A node started with --leave-on-shutdown leaves."""
+        node = self.nodes[name]
+        assert node.process is not None
+        try:
+            return node.process.stop(timeout)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+            raise ClusterError(
+                f"{name} did not stop within {timeout} s\n{self.describe()}"
+            ) from None
+
+    def wipe(self, name: str) -> None:
+        """Delete a stopped node's data. It then rejoins through a peer (never bootstraps:
+        a wiped bootstrap node would otherwise start a second cluster of its own)."""
+        node = self.nodes[name]
+        if node.alive:
+            raise ClusterError(f"wipe {name}: stop it first")
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+        if node.bootstrap:
+            node.bootstrap = False
+            node.join = [n.gossip_addr for n in self.nodes.values() if n.name != name]
+
+    def close(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL after a while) and the proxies."""
+        for node in self.nodes.values():
+            node.close_channel()
+            if node.process is not None:
+                node.process.shutdown(timeout=10)
+        for node in self.nodes.values():
+            if node.proxy is not None:
+                node.proxy.close()
+                node.proxy = None
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- looking at it -----------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def live(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.alive]
+
+    def describe(self) -> str:
+        """Every node's output, for a failure message."""
+        return "\n".join(n.output() for n in self.nodes.values())
+
+    def servers(self, name: str, timeout: float = CALL_TIMEOUT) -> list[log_pb2.Server]:
+        resp = self.nodes[name].stub().GetServers(log_pb2.GetServersRequest(), timeout=timeout)
+        return list(resp.servers)
+
+    def info(self, name: str, timeout: float = CALL_TIMEOUT) -> log_pb2.GetLogInfoResponse:
+        req = log_pb2.GetLogInfoRequest()
+        resp: log_pb2.GetLogInfoResponse = self.nodes[name].stub().GetLogInfo(req, timeout=timeout)
+        return resp
+
+    def committed_end(self, name: str, timeout: float = CALL_TIMEOUT) -> int:
+        """The offset past the node's committed prefix (its high-water mark)."""
+        info = self.info(name, timeout)
+        req = log_pb2.FetchRequest(offset=info.lowest_offset, max_records=1)
+        resp = self.nodes[name].stub().Fetch(req, timeout=timeout)
+        return int(resp.high_watermark)
+
+    def read_log(self, name: str, timeout: float = 10.0) -> list[tuple[int, bytes]]:
+        """The node's whole committed log, (offset, value) in order."""
+        stub = self.nodes[name].stub()
+        info = self.info(name)
+        out: list[tuple[int, bytes]] = []
+        offset, end = info.lowest_offset, None
+        deadline = time.monotonic() + timeout
+        while end is None or offset < end:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"read_log {name}: stuck at {offset} of {end}")
+            req = log_pb2.FetchRequest(offset=offset, max_records=1000, max_bytes=4 << 20)
+            resp = stub.Fetch(req, timeout=CALL_TIMEOUT)
+            end = end if end is not None else resp.high_watermark
+            for r in resp.records:
+                if r.offset < end:
+                    out.append((r.offset, r.value))
+            if resp.next_offset <= offset:
+                break
+            offset = resp.next_offset
+        return out
+
+    def wait(
+        self,
+        what: str,
+        probe: Callable[[], T | None],
+        timeout: float = 15.0,
+        interval: float = 0.05,
+    ) -> T:
+        """Poll `probe` until it returns something other than None (errors count as None)."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while True:
+            try:
+                got = probe()
+            except (grpc.RpcError, ClusterError) as e:
+                got, last = None, e
+            if got is not None:
+                return got
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"timed out after {timeout} s waiting for {what} (last error: {last})\n"
+                    + self.describe()
+                )
+            time.sleep(interval)
+
+    def leader(self, timeout: float = 15.0, among: Sequence[str] | None = None) -> Node:
+        """The leader every live node (or every node of `among`) names, once they agree.
+
+        On timeout the error lists what each node said."""
+        said: dict[str, str] = {}
+
+        def probe() -> Node | None:
+            names = list(among) if among is not None else [n.name for n in self.live()]
+            said.clear()
+            leaders: set[str] = set()
+            for name in names:
+                try:
+                    servers = self.servers(name, timeout=1.0)
+                except grpc.RpcError as e:
+                    said[name] = f"error {e.code().name}: {e.details()}"
+                    leaders.add("?")
+                    continue
+                marked = [s.id for s in servers if s.is_leader]
+                said[name] = f"servers={[s.id for s in servers]} leaders={marked}"
+                leaders.add(marked[0] if len(marked) == 1 else "?")
+            if len(leaders) == 1 and (lead := leaders.pop()) in self.nodes:
+                return self.nodes[lead] if self.nodes[lead].alive else None
+            return None
+
+        deadline = time.monotonic() + timeout
+        while True:
+            got = probe()
+            if got is not None:
+                return got
+            if time.monotonic() > deadline:
+                lines = "\n".join(f"  {n}: {s}" for n, s in said.items())
+                raise ClusterError(
+                    f"no agreed leader within {timeout} s:\n{lines}\n" + self.describe()
+                )
+            time.sleep(0.05)
+
+    def followers(self, leader: Node | None = None) -> list[Node]:
+        lead = leader or self.leader()
+        return [n for n in self.live() if n.name != lead.name]
+
+    def wait_converged(self, timeout: float = 20.0, names: Sequence[str] | None = None) -> int:
+        """Wait until the nodes hold the same log, all of it committed; its end offset."""
+
+        def probe() -> int | None:
+            picked = list(names) if names is not None else [n.name for n in self.live()]
+            states = set()
+            for name in picked:
+                info = self.info(name, timeout=1.0)
+                committed = self.committed_end(name, timeout=1.0)
+                if committed != info.next_offset:
+                    return None
+                states.add(committed)
+            return states.pop() if len(states) == 1 else None
+
+        return self.wait("every node to hold the same committed log", probe, timeout)
+
+    def wait_committed(self, offset: int, name: str, timeout: float = 15.0) -> None:
+        """Wait until `name` has committed `offset`."""
+        self.wait(
+            f"{name} to commit offset {offset}",
+            lambda: True if self.committed_end(name, 1.0) > offset else None,
+            timeout,
+        )
+
+
+def _distinct_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+    return ports

@@ -1,0 +1,164 @@
+"""Three cluster nodes in one event loop: real logs on disk, real gRPC peer streams on
+loopback, real gossip. The process-level tests (tests/cluster/process) do the same
+with `proglog serve` subprocesses and kill -9; these check the runtime's wiring fast."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pyproglog.cluster import ClusterNode, ClusterOptions, RaftTiming
+from pyproglog.log import Log, LogConfig, OffsetOutOfRange, Record
+from pyproglog.raft import Role
+from pyproglog.server.errors import NotLeader
+from pyproglog.testing import free_port
+
+TIMING = RaftTiming(tick_seconds=0.02, election_ticks=10, heartbeat_ticks=1)
+
+
+@dataclass
+class Member:
+    name: str
+    data: Path
+    gossip: str
+    log: Log
+    server: grpc.aio.Server
+    cluster: ClusterNode
+
+    async def close(self) -> None:
+        await self.cluster.part()
+        await self.server.stop(0)
+        await self.cluster.close()
+        self.log.close()
+
+
+async def _start(tmp: Path, name: str, *, join: list[str], bootstrap: bool) -> Member:
+    data = tmp / name
+    data.mkdir(exist_ok=True)
+    log = Log(data, LogConfig())
+    server = grpc.aio.server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    gossip = f"127.0.0.1:{free_port()}"
+    options = ClusterOptions(
+        name=name,
+        rpc_addr=f"127.0.0.1:{port}",
+        bind_addr=gossip,
+        join_addrs=tuple(join),
+        bootstrap=bootstrap,
+        gossip_fast=True,
+        timing=TIMING,
+        write_timeout=5.0,
+    )
+    cluster = ClusterNode(log, data, options, sync_always=False)
+    await cluster.open()
+    cluster.add_to_server(server)
+    await server.start()
+    await cluster.join()
+    return Member(name, data, gossip, log, server, cluster)
+
+
+async def _until(predicate: object, timeout: float = 15.0, what: str = "condition") -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def _leader(members: list[Member]) -> Member | None:
+    leaders = [m for m in members if m.cluster.node and m.cluster.node.role is Role.LEADER]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def _voters(m: Member) -> int:
+    assert m.cluster.node is not None
+    return len(m.cluster.node.conf().voters)
+
+
+@pytest.fixture
+async def three(tmp_path: Path) -> AsyncIterator[list[Member]]:
+    first = await _start(tmp_path, "n1", join=[], bootstrap=True)
+    members = [first]
+    try:
+        members.append(await _start(tmp_path, "n2", join=[first.gossip], bootstrap=False))
+        members.append(await _start(tmp_path, "n3", join=[first.gossip], bootstrap=False))
+        await _until(lambda: all(_voters(m) == 3 for m in members), what="three voters")
+        yield members
+    finally:
+        for m in members:
+            await m.close()
+
+
+def _values(m: Member) -> list[bytes]:
+    end = m.cluster.node.committed_end if m.cluster.node else 0
+    return [m.log.read(o).value for o in range(m.log.lowest_offset, end)]
+
+
+async def test_writes_replicate_to_every_node_at_the_same_offsets(three: list[Member]) -> None:
+    await _until(lambda: _leader(three) is not None, what="a leader")
+    leader = _leader(three)
+    assert leader is not None and leader.cluster.commit_log is not None
+    follower = next(m for m in three if m is not leader)
+    assert follower.cluster.commit_log is not None
+
+    first = await leader.cluster.commit_log.append([Record(b"a"), Record(b"b")])
+    forwarded = await follower.cluster.commit_log.append([Record(b"c")])
+    assert forwarded == first + 2  # answered with the leader's offset
+
+    await _until(
+        lambda: all(_values(m)[-3:] == [b"a", b"b", b"c"] for m in three), what="replication"
+    )
+    logs = [_values(m) for m in three]
+    assert logs[0] == logs[1] == logs[2]
+    # Every replica stored the leader's term and one consensus index per entry.
+    recs = [m.log.read(first) for m in three]
+    assert len({(r.term, r.timestamp_ms) for r in recs}) == 1
+    assert recs[0].term >= 1
+
+
+async def test_reads_are_bounded_by_the_commit(three: list[Member]) -> None:
+    await _until(lambda: _leader(three) is not None, what="a leader")
+    m = three[0]
+    assert m.cluster.commit_log is not None
+    end = m.cluster.commit_log.committed_end
+    with pytest.raises(OffsetOutOfRange):
+        m.cluster.commit_log.read(end)
+
+
+async def test_a_new_leader_takes_over_when_the_leader_stops(three: list[Member]) -> None:
+    await _until(lambda: _leader(three) is not None, what="a leader")
+    old = _leader(three)
+    assert old is not None and old.cluster.commit_log is not None
+    await old.cluster.commit_log.append([Record(b"before")])
+    await old.close()
+    rest = [m for m in three if m is not old]
+    three.remove(old)
+    await _until(lambda: _leader(rest) is not None, what="a new leader")
+    new = _leader(rest)
+    assert new is not None and new.cluster.commit_log is not None
+    await new.cluster.commit_log.append([Record(b"after")])
+    await _until(lambda: all(_values(m)[-2:] == [b"before", b"after"] for m in rest))
+
+
+async def test_leadership_transfer_hands_over(three: list[Member]) -> None:
+    await _until(lambda: _leader(three) is not None, what="a leader")
+    old = _leader(three)
+    assert old is not None and old.cluster.node is not None
+    assert await old.cluster.node.transfer_leadership(2.0)
+    await _until(lambda: _leader(three) not in (None, old), what="another leader")
+
+
+async def test_a_follower_without_a_leader_refuses_writes(tmp_path: Path) -> None:
+    lone = await _start(tmp_path, "lonely", join=[], bootstrap=False)
+    try:
+        assert lone.cluster.commit_log is not None
+        with pytest.raises(NotLeader):
+            await lone.cluster.commit_log.append([Record(b"x")])
+    finally:
+        await lone.close()
