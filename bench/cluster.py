@@ -128,7 +128,14 @@ def start_cluster(root: Path, policy: str, name: str = "") -> Cluster:
     t0 = time.perf_counter()
     cluster.start()
     leader = cluster.leader(timeout=30)
-    log(f"cluster {name or policy} ({policy}) up in {time.perf_counter() - t0:.1f} s, leader {leader.name}")
+    # Joiners come in as learners: measure only once all three are members and current.
+    cluster.wait(
+        "three servers", lambda: True if len(cluster.servers(leader.name)) == 3 else None, 30
+    )
+    for follower in cluster.followers(leader):
+        wait_caught_up(cluster, follower.name, 30)
+    took = time.perf_counter() - t0
+    log(f"cluster {name or policy} ({policy}) up in {took:.1f} s, leader {leader.name}")
     return cluster
 
 
@@ -363,6 +370,18 @@ def check_acked(cluster: Cluster, writer: Writer) -> dict[str, int]:
     return {"acked": len(writer.acked), "lost": lost, "duplicated": dup}
 
 
+def error_text(exc: BaseException) -> str:
+    """The start of an error; a long one (ClusterError carries every node's output) is
+    kept whole in a file that outlives the run's temporary directory."""
+    text = f"{type(exc).__name__}: {exc}"
+    if len(text) <= 1500:
+        return text
+    fd, path = tempfile.mkstemp(prefix="proglog-bench-cluster-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return f"{text[:1500]} ... [whole text in {path}]"
+
+
 def summary(values: Sequence[float]) -> dict[str, Any]:
     return {
         "n": len(values),
@@ -374,55 +393,60 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
 
 
 def phase_faults(root: Path, args: argparse.Namespace, phases: set[str]) -> dict[str, Any]:
+    """Kills, then SIGTERMs, under one writer; what was measured survives a failure."""
     out: dict[str, Any] = {}
+    failover: list[float] = []
+    rejoin: list[float] = []
+    gaps: list[float] = []
+    stops: list[float] = []
     cluster = start_cluster(root, "interval", "faults")
     writer = Writer(cluster)
     writer.start()
     try:
-        if "failover" in phases:
-            failover: list[float] = []
-            rejoin: list[float] = []
-            for i in range(args.kills):
-                leader = cluster.leader(timeout=30)
-                writer.wait_progress()
-                t_kill = time.perf_counter()
-                cluster.kill(leader.name)  # SIGKILL, then reaped: dead when this returns
-                t_dead = time.perf_counter()
-                acked = writer.first_ack_sent_after(t_dead, timeout=60)
-                failover.append(acked - t_kill)
-                t0 = time.perf_counter()
-                cluster.restart(leader.name)
-                wait_caught_up(cluster, leader.name)
-                rejoin.append(time.perf_counter() - t0)
-                log(
-                    f"  kill {i + 1}/{args.kills}: {leader.name} -> first ack after "
-                    f"{failover[-1] * 1000:.0f} ms; restarted + caught up in {rejoin[-1]:.1f} s"
-                )
-            out["failover"] = {**summary(failover), "restart_caught_up": summary(rejoin)}
-        if "graceful" in phases:
-            gaps: list[float] = []
-            stops: list[float] = []
-            for i in range(args.restarts):
-                leader = cluster.leader(timeout=30)
-                writer.wait_progress()
-                t_term = time.perf_counter()
-                cluster.stop(leader.name)  # SIGTERM: leadership handed over, then exit
-                t_exit = time.perf_counter()
-                t_back = writer.first_ack_sent_after(t_exit, timeout=60)
-                gaps.append(writer.longest_gap(t_term, t_back))
-                stops.append(t_exit - t_term)
-                cluster.restart(leader.name)
-                wait_caught_up(cluster, leader.name)
-                log(
-                    f"  SIGTERM {i + 1}/{args.restarts}: {leader.name} exited in "
-                    f"{stops[-1]:.2f} s; longest gap without an ack {gaps[-1] * 1000:.0f} ms"
-                )
-            out["graceful"] = {**summary(gaps), "sigterm_to_exit": summary(stops)}
+        for i in range(args.kills if "failover" in phases else 0):
+            leader = cluster.leader(timeout=30)
+            writer.wait_progress()
+            t_kill = time.perf_counter()
+            cluster.kill(leader.name)  # SIGKILL, then reaped: dead when this returns
+            t_dead = time.perf_counter()
+            acked = writer.first_ack_sent_after(t_dead, timeout=60)
+            failover.append(acked - t_kill)
+            t0 = time.perf_counter()
+            cluster.restart(leader.name)
+            wait_caught_up(cluster, leader.name)
+            rejoin.append(time.perf_counter() - t0)
+            log(
+                f"  kill {i + 1}/{args.kills}: {leader.name} -> first ack after "
+                f"{failover[-1] * 1000:.0f} ms; restarted + caught up in {rejoin[-1]:.1f} s"
+            )
+        for i in range(args.restarts if "graceful" in phases else 0):
+            leader = cluster.leader(timeout=30)
+            writer.wait_progress()
+            t_term = time.perf_counter()
+            cluster.stop(leader.name)  # SIGTERM: leadership handed over, then exit
+            t_exit = time.perf_counter()
+            t_back = writer.first_ack_sent_after(t_exit, timeout=60)
+            gaps.append(writer.longest_gap(t_term, t_back))
+            stops.append(t_exit - t_term)
+            cluster.restart(leader.name)
+            wait_caught_up(cluster, leader.name)
+            log(
+                f"  SIGTERM {i + 1}/{args.restarts}: {leader.name} exited in "
+                f"{stops[-1]:.2f} s; longest gap without an ack {gaps[-1] * 1000:.0f} ms"
+            )
+    except Exception as exc:  # keep the samples taken so far
+        out["error"] = error_text(exc)
+        log(f"  faults phase stopped early: {out['error'][:500]}")
     finally:
         writer.stop()
+        if failover:
+            out["failover"] = {**summary(failover), "restart_caught_up": summary(rejoin)}
+        if gaps:
+            out["graceful"] = {**summary(gaps), "sigterm_to_exit": summary(stops)}
         try:
-            if out:
-                out["writer"] = {**check_acked(cluster, writer), "errors": writer.errors}
+            out["writer"] = {**check_acked(cluster, writer), "errors": writer.errors}
+        except Exception as exc:
+            out["writer"] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         finally:
             cluster.close()
     return out
@@ -465,7 +489,9 @@ def phase_catchup(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             )
             return True if ok else None
 
-        cluster.wait(f"{follower.name} to catch up", matched, timeout=1200, interval=0.1)
+        # Generous (a stalled catch-up is a finding, not a hang): 5 s per MB, at least 2 min.
+        limit = max(120.0, 5.0 * target.size_bytes / 1e6)
+        cluster.wait(f"{follower.name} to catch up", matched, timeout=limit, interval=0.1)
         done = time.perf_counter()
         follower_info = cluster.info(follower.name)
         mb = target.size_bytes / 1e6
@@ -568,14 +594,17 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return fn(*a)
             except Exception as exc:  # report what ran; one broken phase must not hide the rest
-                failed[name] = f"{type(exc).__name__}: {str(exc)[:2000]}"
+                failed[name] = error_text(exc)
                 log(f"  phase {name} FAILED: {failed[name]}")
                 return None
 
         if "produce" in phases:
             results = attempt("produce", phase_produce, root, args.policies, args.sizes, args) or []
         if phases & {"failover", "graceful"}:
-            report.update(attempt("failover/graceful", phase_faults, root, args, phases) or {})
+            faults = attempt("failover/graceful", phase_faults, root, args, phases) or {}
+            if "error" in faults:
+                failed["failover/graceful"] = faults.pop("error")
+            report.update(faults)
         if "catchup" in phases:
             report["catchup"] = attempt("catchup", phase_catchup, root, args)
         nats = attempt("nats", phase_nats, args.sizes, args) if "nats" in phases else None

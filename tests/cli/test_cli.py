@@ -217,8 +217,22 @@ def test_servers(addr: str) -> None:
     assert server["rpc_addr"] == addr
     assert server["is_leader"] is True
     assert server["id"]
+    assert server["voter"] is True
+    # --json also asks the server itself: a plain node is no cluster, and has no lag.
+    assert (server["reachable"], server["role"], server["term"]) == (True, "standalone", 0)
+    assert server["lag_entries"] is None and server["match_index"] is None
     (line,) = lines(proglog("servers", "--addr", addr))
-    assert line.split("\t") == [server["id"], addr, "leader"]
+    assert line.split("\t") == [server["id"], addr, "leader", "voter"]
+
+
+def test_servers_remove_on_a_single_node_is_one_line(addr: str) -> None:
+    line = assert_one_line_error(proglog("servers", "remove", "n2", "--addr", addr))
+    assert line == f"proglog: the server at {addr} is a single node, not a cluster member"
+
+
+def test_servers_remove_needs_a_name() -> None:
+    proc = proglog("servers", "remove")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
 def test_info(addr: str) -> None:
@@ -231,9 +245,16 @@ def test_info(addr: str) -> None:
     assert (info["lowest_offset"], info["highest_offset"], info["next_offset"]) == (0, 2, 3)
     assert info["segment_count"] >= 1
     assert info["size_bytes"] > 0
+    assert (info["role"], info["term"], info["leader_id"], info["replicas"]) == (
+        "standalone",
+        0,
+        None,
+        [],
+    )
     human = dict(line.split("\t") for line in lines(proglog("info", "--addr", addr)))
     assert human["next_offset"] == "3"
     assert human["empty"] == "false"
+    assert (human["role"], human["leader_addr"]) == ("standalone", "-")
 
 
 def test_an_empty_log_means_the_same_on_every_surface(server_process: ServerProcess) -> None:
@@ -259,7 +280,16 @@ def test_an_empty_log_means_the_same_on_every_surface(server_process: ServerProc
 
 
 @pytest.mark.parametrize(
-    "command", [["produce", "x"], ["consume"], ["consume", "--follow"], ["servers"], ["info"]]
+    "command",
+    [
+        ["produce", "x"],
+        ["consume"],
+        ["consume", "--follow"],
+        ["servers"],
+        ["servers", "--json"],
+        ["servers", "remove", "n2"],
+        ["info"],
+    ],
 )
 def test_refused_connection_is_one_line(command: list[str]) -> None:
     target = f"127.0.0.1:{free_port()}"
@@ -380,6 +410,34 @@ def test_a_server_certificate_from_another_ca_is_named(mtls_addr: str, pki: PKI)
 def test_a_valid_client_certificate_is_served(mtls_addr: str, pki: PKI) -> None:
     # The refusals above are the server's, not a broken set-up.
     assert json.loads(lines(proglog("info", "--json", "--addr", mtls_addr, *tls_args(pki.root)))[0])
+
+
+def test_servers_remove_needs_the_admin_action(pki: PKI, tmp_path: Path) -> None:
+    """A cluster of one with TLS and the example ACL: root may administer, nobody not."""
+    d = pki.dir
+    args = ["--server-tls-cert-file", str(d.server), "--server-tls-key-file", str(d.server_key)]
+    args += ["--server-tls-ca-file", str(d.ca)]
+    args += ["--peer-tls-cert-file", str(d.server), "--peer-tls-key-file", str(d.server_key)]
+    args += ["--peer-tls-ca-file", str(d.ca)]
+    args += ["--acl-model-file", str(d.dir / "model.conf")]
+    args += ["--acl-policy-file", str(d.dir / "policy.csv")]
+    args += ["--bootstrap", "--node-name", "solo", "--gossip-profile", "local"]
+    args += ["--bind-addr", f"127.0.0.1:{free_port()}"]
+    with ServerProcess(tmp_path / "data", args, http=False) as node:
+        addr = node.rpc_addr
+        nobody = proglog("servers", "remove", "n2", "--addr", addr, *tls_args(pki.nobody))
+        line = assert_one_line_error(nobody)
+        assert "nobody not permitted to admin" in line, line
+        # root gets past the ACL to the cluster, which knows no n2.
+        root = proglog("servers", "remove", "n2", "--addr", addr, *tls_args(pki.root))
+        assert assert_one_line_error(root) == "proglog: n2 is not a member of the cluster"
+        data = json.loads(
+            lines(proglog("servers", "--json", "--addr", addr, *tls_args(pki.root)))[0]
+        )
+        (server,) = data["servers"]
+        assert (server["id"], server["is_leader"], server["voter"]) == ("solo", True, True)
+        assert server["role"] == "leader" and server["term"] >= 1
+        assert server["lag_entries"] == 0
 
 
 def test_serve_with_invalid_config_is_one_line(tmp_path: Path) -> None:

@@ -215,6 +215,7 @@ def test_get_servers_lists_this_node_as_leader(node: ThreadedNode, client: Clien
     assert servers[0].rpc_addr == node.addr
     assert servers[0].id == node.settings.node_name
     assert servers[0].is_leader
+    assert servers[0].voter
 
 
 def test_info(client: Client) -> None:
@@ -229,6 +230,52 @@ def test_info(client: Client) -> None:
     assert info.commit_offset == 2
     assert info.segment_count >= 1
     assert info.size_bytes > 0
+    # A plain node is no cluster.
+    assert (info.role, info.term, info.leader_id, info.leader_addr) == ("standalone", 0, None, None)
+    assert info.replicas == ()
+
+
+@pytest.fixture
+def cluster_of_one(tmp_path: Path) -> Iterator[ThreadedNode]:
+    """A node bootstrapped as a cluster of one: it elects itself at once."""
+    n = ThreadedNode(
+        tmp_path / "data",
+        node_name="solo",
+        bind_addr=f"127.0.0.1:{free_port()}",
+        bootstrap=True,
+        gossip_profile="local",
+    ).start()
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def test_info_of_a_cluster_leader(cluster_of_one: ThreadedNode) -> None:
+    with Client(cluster_of_one.addr, timeout=STEP) as c:
+        c.produce(b"x")  # answered once committed: the node leads by then
+        info = c.info()
+        servers = c.get_servers()
+    assert (info.role, info.leader_id, info.leader_addr) == ("leader", "solo", cluster_of_one.addr)
+    assert info.term >= 1
+    (replica,) = info.replicas
+    assert (replica.id, replica.rpc_addr, replica.voter) == ("solo", cluster_of_one.addr, True)
+    assert replica.lag_entries == 0 and replica.match_index >= 2
+    assert [(s.id, s.is_leader, s.voter) for s in servers] == [("solo", True, True)]
+
+
+def test_remove_server_names_the_server_error(cluster_of_one: ThreadedNode) -> None:
+    with Client(cluster_of_one.addr, timeout=STEP) as c:
+        c.produce(b"x")
+        with pytest.raises(InvalidArgument, match="nobody is not a member"):
+            c.remove_server("nobody")
+
+
+def test_remove_server_on_a_single_node_is_a_server_error(client: Client) -> None:
+    # A node that is no cluster does not serve the peer service at all.
+    with pytest.raises(ClientError) as info:
+        client.remove_server("anyone")
+    assert info.value.code == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_offset_for_timestamp(client: Client) -> None:

@@ -281,6 +281,8 @@ class Agent:
             sync_always=self.settings.sync_policy is SyncPolicy.ALWAYS,
         )
         await self.cluster.open()
+        if self.metrics is not None:
+            self.metrics.watch_cluster(self.cluster.figures)
 
     async def _close_cluster(self) -> None:
         if self.cluster is not None:

@@ -391,9 +391,10 @@ def consume(
 # -- servers, info ------------------------------------------------------------------
 
 
+# A group whose own action lists: `proglog servers [--addr ...]` keeps working
+# as the plain command it was, and `proglog servers remove NODE_ID` is its sub-command.
 servers_app = typer.Typer(
     name="servers",
-    help="List the cluster's servers; `remove` takes a dead one out for good.",
     rich_markup_mode=None,  # as `proglog` itself: flag names never cut (see app.py)
 )
 app.add_typer(servers_app)
@@ -409,11 +410,14 @@ def servers(
     timeout: Timeout = 5.0,
     json_out: JsonObject = False,
 ) -> None:
-    """List the cluster's servers (GetServers): id, RPC address, leader, voter or learner.
+    """List the cluster's servers; `servers remove NODE_ID` takes a dead one out.
 
-    With --json each server is also asked for its role and term, and the
-    leader for every member's replication lag (in Raft entries); a server that
-    does not answer is listed with "reachable": false and the error.
+    Each server's id, RPC address, whether it leads, and whether it votes (a
+    learner is a new member still catching up), as GetServers says. With
+    --json each server is also asked for its role and term, and the leader
+    for every member's replication lag (lag_entries, in Raft entries, and
+    match_index); a server that does not answer is listed with
+    "reachable": false and the error.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -509,7 +513,17 @@ def remove_server(
     ACLs on, this needs the `admin` action.
     """
     with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
-        client.remove_server(name)
+        import grpc  # after _session: it quiets grpc's C core first
+
+        from pyproglog.client import ClientError
+
+        try:
+            client.remove_server(name)
+        except ClientError as exc:
+            if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            # A plain `proglog serve` does not serve the peer service at all.
+            raise fail(f"the server at {addr} is a single node, not a cluster member") from None
     _emit(f"removed {name} from the cluster")
 
 
@@ -522,7 +536,24 @@ def _info_fields(info: LogInfo) -> dict[str, Any]:
         "commit_offset": info.commit_offset,
         "segment_count": info.segment_count,
         "size_bytes": info.size_bytes,
+        "role": info.role,
+        "term": info.term,
+        "leader_id": info.leader_id,
+        "leader_addr": info.leader_addr,
     }
+
+
+def _replicas(info: LogInfo) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": r.id,
+            "rpc_addr": r.rpc_addr,
+            "voter": r.voter,
+            "match_index": r.match_index,
+            "lag_entries": r.lag_entries,
+        }
+        for r in info.replicas
+    ]
 
 
 def _plain(value: object) -> str:
@@ -542,18 +573,23 @@ def info(
     timeout: Timeout = 5.0,
     json_out: JsonObject = False,
 ) -> None:
-    """Show the log's offsets, segments and size (highest is null when empty)."""
+    """Show the log's offsets, segments and size (highest is null when empty), and the
+    node's role, term and leader (with --json, on the leader, every replica's lag)."""
     with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
-        fields = _info_fields(client.info())
+        got = client.info()
+        fields = _info_fields(got)
         if json_out:
-            _emit(json.dumps(fields))
+            _emit(json.dumps({**fields, "replicas": _replicas(got)}))
         elif _on_terminal():
             from rich.console import Console
             from rich.table import Table
 
             table = Table(show_header=False, box=None)
             for key, value in fields.items():
-                shown = "none (the log is empty)" if value is None else _plain(value)
+                if value is None:
+                    shown = "none" if key.startswith("leader") else "none (the log is empty)"
+                else:
+                    shown = _plain(value)
                 table.add_row(key.replace("_", " "), shown)
             Console().print(table)
         else:

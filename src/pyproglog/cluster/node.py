@@ -151,6 +151,11 @@ class RaftNode:
         self._ticker: asyncio.Task[None] | None = None
         self._stopped = False
         self.failure: BaseException | None = None
+        # Counted for the metrics.
+        self.elections = 0
+        self.leader_changes = 0
+        self.proposals_committed = 0
+        self.snapshot_installs = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -237,12 +242,15 @@ class RaftNode:
         return True
 
     def conf(self) -> ConfState:
-        assert self.core is not None
+        """The membership in force (empty until the driver starts)."""
+        if self.core is None:
+            return ConfState(frozenset())
         return self.core.conf
 
     def status(self) -> NodeStatus:
         core = self.core
-        assert core is not None
+        if core is None:  # the driver has not started (gossip is joining)
+            return NodeStatus(self.id, self.name, self.role, 0, NONE, 0, 0, 0, 0, ())
         last = core.log.last_index()
         peers = []
         conf = core.conf
@@ -281,7 +289,11 @@ class RaftNode:
     # -- inputs ------------------------------------------------------------------------------
 
     def deliver(self, message: Message, addresses: dict[int, tuple[str, str]]) -> None:
-        """A message from a peer (the transport calls this on the loop)."""
+        """A message from a peer (the transport calls this on the loop). Before the
+        driver starts (gossip is joining) messages are dropped, as a lossy network
+        would: the leader sends again."""
+        if self.core is None:
+            return
         self._inbox.append((message, addresses))
         self._wake.set()
 
@@ -496,6 +508,12 @@ class RaftNode:
 
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
+            self.snapshot_installs += 1
+            _log.info(
+                "installed the leader's snapshot: the log restarts at offset %d (entry %d)",
+                rd.snapshot.lowest_offset,
+                rd.snapshot.index,
+            )
             self.committed_end = max(self.committed_end, rd.snapshot.lowest_offset)
         if not rd.committed_entries:
             return
@@ -509,6 +527,7 @@ class RaftNode:
             p = pending.pop(e.index, None) if pending else None
             if p is not None and not p.future.done():
                 if p.term == e.term:
+                    self.proposals_committed += 1
                     first = self._span(e)
                     p.future.set_result(first[0] if first is not None else -1)
                 else:
@@ -544,6 +563,12 @@ class RaftNode:
         if not changed:
             return
         was_leader = self.role is Role.LEADER
+        if core.lead != self.leader and core.lead != NONE:
+            self.leader_changes += 1
+        # One election per campaign: pre-candidate → candidate is the same one.
+        campaigning = core.role in (Role.PRE_CANDIDATE, Role.CANDIDATE)
+        if campaigning and core.role is not self.role and self.role is not Role.PRE_CANDIDATE:
+            self.elections += 1
         self.role, self.leader, self.term = core.role, core.lead, core.term
         if was_leader and self.role is not Role.LEADER:
             _log.info("stepped down as leader (term %d)", self.term)

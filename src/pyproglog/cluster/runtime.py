@@ -1,9 +1,11 @@
 """`ClusterNode`: everything a node needs to be part of a cluster, started and stopped
 in the agent's order.
 
-    open()              Raft storage over the log, peer transport, the Raft driver
+    open()              Raft storage over the log, the peer transport
     add_to_server(s)    the peer service on the node's gRPC server (before it starts)
-    join()              gossip: announce this node, learn the others, reconcile
+    join()              gossip: announce this node, learn the others; then the Raft
+                        driver (bootstrapping only when gossip found no cluster)
+                        and the reconciler
     hand_over()         on SIGTERM: leadership transfer, then leave if asked to
     part()              stop gossiping (a graceful leave if asked to)
     close()             stop the driver and the transport; flush the Raft state
@@ -32,6 +34,7 @@ from pyproglog.cluster.storage import LogStorage
 from pyproglog.cluster.transport import PeerTransport, add_peer_service
 from pyproglog.discovery import EventKind, GossipMembership, MemberEvent, Membership
 from pyproglog.log import Log
+from pyproglog.observability.cluster_metrics import ClusterFigures, PeerFigures
 from pyproglog.raft import NONE, ConfChange, ConfChangeKind, Message
 from pyproglog.server.errors import InvalidArgument, NotLeader
 from pyproglog.server.servers import ServerInfo
@@ -96,7 +99,6 @@ class ClusterNode:
             timing=o.timing,
             sync_always=self._sync_always,
         )
-        await self.node.start(bootstrap=o.bootstrap)
         self.commit_log = ReplicatedLog(self.node, self.log, write_timeout=o.write_timeout)
 
     def _resolve(self, batch: StoredBatch) -> bytes:
@@ -128,12 +130,34 @@ class ClusterNode:
             advertise_host=o.advertise_host,
             key=o.cluster_key,
             fast=o.gossip_fast,
-            must_join=not self._had_state,
+            # A new node must find the cluster it was pointed at; a bootstrapping
+            # one tries (see below) but may be the first.
+            must_join=not self._had_state and not o.bootstrap,
         )
         await self.membership.start()
+        await self.node.start(bootstrap=self._may_bootstrap())
         self.membership.subscribe(self._remember_seeds)
         self.reconciler = Reconciler(self.node, self.membership)
         self.reconciler.start()
+
+    def _may_bootstrap(self) -> bool:
+        """Bootstrap only a new node asked to, and only when gossip found no cluster:
+        a first node whose disk was lost and that comes back with `--bootstrap`
+        (a StatefulSet's pod 0 given the others as join addresses) must rejoin the
+        cluster that goes on without it, not found a second one beside it."""
+        if not self.options.bootstrap or self._had_state:
+            return False
+        assert self.membership is not None
+        others = [m for m in self.membership.members() if m.node_id not in (None, self.id)]
+        if others:
+            names = ", ".join(sorted(m.name for m in others))
+            _log.warning(
+                "--bootstrap ignored: this node has no state but gossip found the cluster "
+                "of %s; waiting to be added to it instead of founding another",
+                names,
+            )
+            return False
+        return True
 
     def _remember_seeds(self, event: MemberEvent) -> None:
         if self.membership is not None and event.kind is not EventKind.UPDATED:
@@ -192,6 +216,28 @@ class ClusterNode:
             name, addr = node.addresses.get(pid, (str(pid), ""))
             out.append(ServerInfo(name, addr, pid == node.leader))
         return out
+
+    def figures(self) -> ClusterFigures:
+        """What the metrics show, read at each scrape."""
+        node = self.node
+        assert node is not None
+        st = node.status()
+        queued = node.transport.queued_bytes()
+        peers = tuple(
+            PeerFigures(p.name, p.lag, queued.get(p.id, 0)) for p in st.peers if p.id != node.id
+        )
+        return ClusterFigures(
+            role=st.role.value,
+            term=st.term,
+            commit_index=st.commit_index,
+            applied_index=st.applied_index,
+            committed_end=st.committed_end,
+            elections=node.elections,
+            leader_changes=node.leader_changes,
+            proposals_committed=node.proposals_committed,
+            snapshot_installs=node.snapshot_installs,
+            peers=peers if node.is_leader else (),
+        )
 
     # -- stop -----------------------------------------------------------------------------------
 

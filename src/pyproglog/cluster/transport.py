@@ -301,6 +301,10 @@ class PeerTransport:
             peer.addr = rpc_addr
             peer.wake.set()
 
+    def queued_bytes(self) -> dict[int, int]:
+        """Bytes waiting to be sent, per peer (bounded by max_queue_bytes each)."""
+        return {node: peer.queued_bytes for node, peer in self._peers.items()}
+
     def address(self, node_id: int) -> str | None:
         peer = self._peers.get(node_id)
         return peer.addr if peer is not None else None

@@ -93,13 +93,26 @@ def varint5(n: int) -> bytes:
 def varint10(n: int) -> bytes:
     """`n` as a 10-byte varint; negative numbers as their 64-bit two's complement (int64)."""
     n &= U64_MAX
-    return bytes([n >> (7 * k) & 0x7F | 0x80 for k in range(9)] + [n >> 63])
+    return bytes(
+        (
+            n & 0x7F | 0x80,
+            n >> 7 & 0x7F | 0x80,
+            n >> 14 & 0x7F | 0x80,
+            n >> 21 & 0x7F | 0x80,
+            n >> 28 & 0x7F | 0x80,
+            n >> 35 & 0x7F | 0x80,
+            n >> 42 & 0x7F | 0x80,
+            n >> 49 & 0x7F | 0x80,
+            n >> 56 & 0x7F | 0x80,
+            n >> 63,
+        )
+    )
 
 
 @functools.lru_cache(maxsize=64)
 def _high9(h: int) -> bytes:
     """Bytes 2..10 of the 10-byte varint of any n with n >> 7 == h."""
-    return bytes([h >> (7 * k) & 0x7F | 0x80 for k in range(8)] + [h >> 56])
+    return varint10(h << 7)[1:]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -109,18 +122,15 @@ def _lengths(vlen: int) -> tuple[bytes, bytes]:
 
 
 @functools.lru_cache(maxsize=256)
+def _fields(term: int, rtype: int, timestamp_ms: int) -> bytes:
+    """The term, type and timestamp fields (28 bytes): they change rarely."""
+    return b"\x18" + varint10(term) + b"\x20" + varint5(rtype) + b"\x28" + varint10(timestamp_ms)
+
+
 def _high_tail(high: int, term: int, rtype: int, timestamp_ms: int) -> bytes:
     """Bytes 2..10 of the offset's varint (any offset with offset >> 7 == high),
     then the term, type and timestamp fields."""
-    return (
-        _high9(high)
-        + b"\x18"
-        + varint10(term)
-        + b"\x20"
-        + varint5(rtype)
-        + b"\x28"
-        + varint10(timestamp_ms)
-    )
+    return _high9(high) + _fields(term, rtype, timestamp_ms)
 
 
 # -- records ---------------------------------------------------------------------
@@ -159,36 +169,38 @@ class EncodedBatch:
     max_timestamp_ms: int = -(2**63)
 
 
-# Everything before the value, from its parts (see encode_body for the arguments).
-pack_head = _pack_head = _FRAME_HEAD.pack
+_pack_head = _FRAME_HEAD.pack
 _pack_prefix = FRAME_PREFIX.pack
 
 
 def encode_body(
     value: bytes, offset: int, consensus_index: int, timestamp_ms: int, term: int, rtype: int
 ) -> bytes:
-    """The body of one frame: an entry of one record (the `Log.append` path, as
-    `encode_batch`); `Store.append_body` frames it."""
-    record_len, high_tail, value_len = single_parts(
-        len(value), offset >> 7, term, rtype, timestamp_ms
+    """The body of one frame: an entry of one record (what `Segment.append_one`
+    writes, inlined, and the CRC-32C of the frame prefix covers)."""
+    pre, post = one_parts(len(value), offset >> 7, term, rtype, timestamp_ms)
+    head = pack_one_head(
+        offset, consensus_index, timestamp_ms, term, rtype, pre, offset & 0x7F | 0x80, post
     )
-    return (
-        _pack_head(
-            offset, consensus_index, timestamp_ms, term, rtype, 0, 0,
-            record_len, 0x10, offset & 0x7F | 0x80, high_tail, value_len,
-        )
-        + value
-    )  # fmt: skip
+    return head + value
 
 
-@functools.lru_cache(maxsize=256)
-def single_parts(
+# The same bytes as _FRAME_HEAD for an entry of one record (its position and
+# count of records after it are zeros), from fewer, coarser parts: the Record
+# field's tag and length with the offset's tag, the offset's first varint byte,
+# and everything from the offset's second varint byte to the value.
+_ONE_HEAD = struct.Struct("<QQqQI8x7sB43s")
+assert _ONE_HEAD.size == _FRAME_HEAD.size
+pack_one_head = _ONE_HEAD.pack
+
+
+def one_parts(
     vlen: int, high: int, term: int, rtype: int, timestamp_ms: int
-) -> tuple[bytes, bytes, bytes]:
-    """What `encode_body` looks up, in one call: lengths, and the fields after the offset's
-    first varint byte."""
+) -> tuple[bytes, bytes]:
+    """The two byte strings `pack_one_head` takes for a value of `vlen` bytes at an
+    offset with offset >> 7 == `high`: they change rarely, and callers keep the last."""
     record_len, value_len = _lengths(vlen)
-    return record_len, _high_tail(high, term, rtype, timestamp_ms), value_len
+    return record_len + b"\x10", _high_tail(high, term, rtype, timestamp_ms) + value_len
 
 
 def encode_batch(

@@ -59,6 +59,8 @@ class Index:
         self._fd = fd
         self._file_size = max(size, capacity)
         self.capacity = capacity // INDEX_ENTRY_WIDTH
+        # How many entries an active segment may hold: one bound for its append path.
+        self.limit = min(self.max_entries, self.capacity)
         # A cleanly closed index is exactly its entries; anything else is probed.
         self.closed_cleanly = closed_cleanly
         self.entries = self._probe(size // INDEX_ENTRY_WIDTH)
@@ -82,6 +84,7 @@ class Index:
         self._mm.close()
         self._mm = mm
         self.capacity = want // INDEX_ENTRY_WIDTH
+        self.limit = min(self.max_entries, self.capacity)
         self._file_size = want
 
     def _valid(self, i: int) -> bool:

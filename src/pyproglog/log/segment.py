@@ -32,8 +32,8 @@ from pyproglog.log.format import (
     RecordLike,
     decode_frame,
     encode_batch,
-    pack_head,
-    single_parts,
+    one_parts,
+    pack_one_head,
 )
 from pyproglog.log.index import Index
 from pyproglog.log.ranges import EncodedRange
@@ -44,7 +44,7 @@ STORE_SUFFIX = ".store"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 
-_pack_head = pack_head
+_pack_one_head = pack_one_head
 _pack_prefix_into = FRAME_PREFIX.pack_into
 _pack_entry_into = INDEX_ENTRY.pack_into
 
@@ -207,28 +207,30 @@ class Segment:
         size = FRAME_OVERHEAD + vlen
         end = pos + size
         max_store = self._max_store_bytes
-        max_entries = self._max_entries
-        if rel >= max_entries or rel >= index.capacity or end > max_store:
+        if rel >= index.limit or end > max_store:
             raise SegmentFull(self.base_offset)
         watermark = self._watermark
         if watermark is None:
             watermark = self.watermark_ms()
         offset = self.next_offset
         # The varint parts change rarely (a new millisecond, every 128 offsets,
-        # another size): looked up only when they do.
-        key = (vlen, offset >> 7, term, rtype, timestamp_ms)
-        if key != self._one_key:
-            self._one_key = key
-            self._one_parts = single_parts(*key)
-        record_len, high_tail, value_len = self._one_parts
-        head = _pack_head(
-            offset, consensus_index, timestamp_ms, term, rtype, 0, 0,
-            record_len, 0x10, offset & 0x7F | 0x80, high_tail, value_len,
+        # another size): made only when they do. Plain int compares, no key tuple.
+        if (
+            offset >= self._one_until
+            or timestamp_ms != self._one_ts
+            or vlen != self._one_vlen
+            or term != self._one_term
+            or rtype != self._one_type
+        ):
+            self._one_refresh(offset, vlen, term, rtype, timestamp_ms)
+        head = _pack_one_head(
+            offset, consensus_index, timestamp_ms, term, rtype,
+            self._one_pre, offset - self._one_low, self._one_post,
         )  # fmt: skip
         if end > store._mapped:
             store.reserve(end)  # DiskFull here: nothing written
-        # Durability: the frame is in the page cache (a shared file mapping)
-        # once copied, so it survives kill -9; the index entry after it is a cache.
+        # Durability: once copied into the map the frame is in the page cache (a
+        # shared file mapping), so it survives kill -9; the index entry is a cache.
         mm = store._mm
         if vlen < BIG_VALUE:
             body = head + value
@@ -238,7 +240,7 @@ class Segment:
             mm[pos + FRAME_PREFIX_SIZE : pos + FRAME_OVERHEAD] = head
             mm[pos + FRAME_OVERHEAD : end] = value
             crc = crc32c(value, crc32c(head))
-        # The prefix last: until it is written the frame is torn (length 0).
+        # The prefix last: until it is written the frame is torn (its length is 0).
         _pack_prefix_into(mm, pos, size - FRAME_PREFIX_SIZE, crc)
         store._size = end
         if end >= store.release_at:
@@ -257,11 +259,22 @@ class Segment:
         self._bytes_since_time_entry = since
         if since >= self._time_interval:
             self._add_time_entry()
-        return end >= max_store or rel + 1 >= max_entries
+        return end >= max_store or rel >= self._max_entries - 1
 
-    # The varint parts of the last single append's frame, and what they were made for.
-    _one_key: tuple[int, int, int, int, int] | None = None
-    _one_parts: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+    # What append_one's frames have in common until one of these changes: the
+    # varint parts (`format.one_parts`) for offsets below _one_until, timestamp
+    # _one_ts, value size _one_vlen, term and type; and what is subtracted from an
+    # offset to give its varint's first byte. _one_until 0: nothing made yet.
+    _one_until = 0
+    _one_ts = _one_vlen = _one_term = _one_type = _one_low = 0
+    _one_pre = _one_post = b""
+
+    def _one_refresh(self, offset: int, vlen: int, term: int, rtype: int, ts: int) -> None:
+        high = offset >> 7
+        self._one_pre, self._one_post = one_parts(vlen, high, term, rtype, ts)
+        self._one_until = (high + 1) << 7
+        self._one_low = (high << 7) - 0x80  # offset - this == offset & 0x7F | 0x80
+        self._one_ts, self._one_vlen, self._one_term, self._one_type = ts, vlen, term, rtype
 
     def _appended(
         self, next_offset: int, cidx: int, term: int, max_ts: int, size: int, watermark: int
@@ -423,6 +436,7 @@ class Segment:
         self.index.truncate(keep)
         self.time_index.truncate(keep)
         self.next_offset = self.base_offset + keep
+        self._one_until = 0  # offsets go back: append_one's parts are made again
         self._watermark = None
         self._load_entry_bounds()
 

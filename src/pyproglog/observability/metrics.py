@@ -15,7 +15,7 @@ peers never become labels; they go to logs and traces.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pyproglog.log import Log, LogError
+from pyproglog.observability.cluster_metrics import ClusterCollector, ClusterFigures
 
 METRICS_PATH = "/metrics"
 
@@ -162,6 +163,10 @@ class NodeMetrics:
     def watch_log(self, log: Log) -> None:
         """Export the log's offsets, size and fsyncs, read at each scrape."""
         self.registry.register(LogCollector(log))
+
+    def watch_cluster(self, figures: Callable[[], ClusterFigures]) -> None:
+        """Export the node's Raft role, term, commit and per-peer lag, read at each scrape."""
+        self.registry.register(ClusterCollector(figures))
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -18,10 +18,14 @@ errors of this module carry it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +36,7 @@ import grpc
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.testing.net import free_port
 from pyproglog.testing.process import ServerProcess
-from pyproglog.testing.proxy import TcpProxy
+from pyproglog.testing.proxy import Direction, TcpProxy, _Fault
 
 T = TypeVar("T")
 
@@ -48,6 +52,92 @@ CHANNEL_OPTIONS = [
     ("grpc.use_local_subchannel_pool", 1),
 ]
 CALL_TIMEOUT = 2.0
+
+
+# The node a proxied connection comes from, set in the task that serves it.
+_SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("source", default=None)
+
+
+class PeerProxy(TcpProxy):
+    """A TcpProxy that knows which node each connection comes from, so the traffic of one
+    peer can be cut alone (`cut_sources`): what a full partition of a node needs, since
+    what it sends goes through the *others'* proxies.
+
+    The sender is found the way `ss -p` finds it: the connection's source port in
+    /proc/net/tcp gives a socket inode, and the node process holding that inode is
+    the sender (Linux only; loopback only, like TcpProxy).
+    """
+
+    def __init__(self, target: str, pids: Callable[[], Mapping[int, str]]) -> None:
+        self._pids = pids
+        self.cut_sources: set[str] = set()
+        super().__init__(target)
+
+    # TcpProxy reads `_faults[direction]` for every chunk it forwards: answering through
+    # this property lets a cut source's chunks be swallowed with no copy of its pumps.
+    @property  # type: ignore[override]
+    def _faults(self) -> MutableMapping[Direction, _Fault]:
+        return _SourceFaults(self._base_faults, self)
+
+    @_faults.setter
+    def _faults(self, faults: dict[Direction, _Fault]) -> None:
+        self._base_faults = faults
+
+    async def _connect(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
+        port = client_w.get_extra_info("peername")[1]
+        own_port = int(self.addr.rsplit(":", 1)[1])
+        _SOURCE.set(await asyncio.to_thread(_sender, port, own_port, dict(self._pids())))
+        await super()._connect(client_r, client_w)
+
+
+class _SourceFaults(MutableMapping[Direction, _Fault]):
+    def __init__(self, base: dict[Direction, _Fault], proxy: PeerProxy) -> None:
+        self._base, self._proxy = base, proxy
+
+    def __getitem__(self, d: Direction) -> _Fault:
+        if _SOURCE.get() in self._proxy.cut_sources:
+            return _Fault(blackhole=True)
+        return self._base[d]
+
+    def __setitem__(self, d: Direction, f: _Fault) -> None:
+        self._base[d] = f
+
+    def __delitem__(self, d: Direction) -> None:
+        del self._base[d]
+
+    def __iter__(self) -> Iterator[Direction]:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+
+def _sender(src_port: int, dst_port: int, pids: Mapping[int, str]) -> str | None:
+    """The name of the node whose process owns the loopback socket src_port -> dst_port."""
+    inode = ""
+    with contextlib.suppress(OSError), open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (
+                int(local.split(":")[1], 16) == src_port
+                and int(remote.split(":")[1], 16) == dst_port
+            ):
+                inode = fields[9]
+                break
+    if not inode:
+        return None
+    want = f"socket:[{inode}]"
+    for pid, name in pids.items():
+        fd_dir = f"/proc/{pid}/fd"
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(fd_dir):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"{fd_dir}/{fd}") == want:
+                        return name
+    return None
 
 
 class ClusterError(AssertionError):
@@ -66,7 +156,7 @@ class Node:
     args: list[str]
     bootstrap: bool
     join: list[str]  # gossip addresses to join when not bootstrapping
-    proxy: TcpProxy | None = None
+    proxy: PeerProxy | None = None
     process: ServerProcess | None = None
     # Output of the processes that ended, oldest first (the live one's is in process.output).
     past_output: list[list[str]] = field(default_factory=list)
@@ -85,6 +175,11 @@ class Node:
     def addr(self) -> str:
         """Where clients and peers reach it: the proxy when there is one."""
         return self.proxy.addr if self.proxy is not None else self.rpc_addr
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     @property
     def alive(self) -> bool:
@@ -183,12 +278,66 @@ class Cluster:
         try:
             for node in self.nodes.values():
                 if self.use_proxies and node.proxy is None:
-                    node.proxy = TcpProxy(node.rpc_addr).start()
+                    node.proxy = PeerProxy(node.rpc_addr, self._pids)
+                    node.proxy.start()
                 self.start_node(node.name)
+            self.wait_formed()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _pids(self) -> dict[int, str]:
+        return {n.pid: n.name for n in self.nodes.values() if n.alive}
+
+    # -- faults (proxies=True) -------------------------------------------------------------
+
+    def isolate(self, name: str) -> None:
+        """Partition `name` from everyone: nothing reaches it through its proxy (peers and
+        clients), and what it sends to the other nodes is swallowed by theirs. Its real
+        gRPC port (`Node.direct_stub`) still answers, as a client on its side would."""
+        node = self.nodes[name]
+        if node.proxy is None:
+            raise ClusterError("isolate needs Cluster(proxies=True)")
+        node.proxy.blackhole("up")
+        node.proxy.blackhole("down")
+        for other in self.nodes.values():
+            if other.proxy is not None and other.name != name:
+                other.proxy.cut_sources.add(name)
+
+    def deafen(self, name: str) -> None:
+        """One-way loss: nothing reaches `name`; what it sends still arrives."""
+        node = self.nodes[name]
+        if node.proxy is None:
+            raise ClusterError("deafen needs Cluster(proxies=True)")
+        node.proxy.blackhole("up")
+        node.proxy.blackhole("down")
+
+    def heal(self) -> None:
+        """Every fault gone. Connections that lost bytes mid-stream are reset (a real
+        partition ends the same way, with timed-out connections)."""
+        for node in self.nodes.values():
+            if node.proxy is not None:
+                node.proxy.heal()
+                node.proxy.cut_sources.clear()
+                node.proxy.drop_connections()
+
+    def wait_formed(self, timeout: float = 30.0) -> Node:
+        """Wait until every live node lists every node as a voter under one leader; the leader.
+
+        A node prints its readiness line before the leader has added it (as a learner,
+        promoted once caught up): a test that starts faults earlier tests the join."""
+        names = sorted(self.nodes)
+
+        def probe() -> bool | None:
+            for node in self.live():
+                servers = self.servers(node.name, timeout=1.0)
+                if sorted(s.id for s in servers if s.voter) != names:
+                    return None
+            return True
+
+        self.wait(f"every node to list {names} as voters", probe, timeout)
+        return self.leader(timeout)
 
     def start_node(self, name: str) -> Node:
         node = self.nodes[name]
@@ -239,11 +388,12 @@ class Cluster:
             node.join = [n.gossip_addr for n in self.nodes.values() if n.name != name]
 
     def close(self) -> None:
-        """Stop every node (SIGTERM, then SIGKILL after a while) and the proxies."""
+        """SIGKILL every node (a test that cares how a node stops calls `stop`), then the
+        proxies."""
         for node in self.nodes.values():
             node.close_channel()
             if node.process is not None:
-                node.process.shutdown(timeout=10)
+                node.process.kill()
         for node in self.nodes.values():
             if node.proxy is not None:
                 node.proxy.close()

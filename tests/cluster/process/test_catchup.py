@@ -52,7 +52,10 @@ def test_a_follower_behind_the_leaders_retention_starts_at_its_lowest_offset(
     make_cluster: MakeCluster, how: str
 ) -> None:
     cluster = make_cluster(
-        args=["--segment-max-store-bytes", str(SEGMENT), "--retention-bytes", str(RETAIN)]
+        args=[
+            *("--segment-max-store-bytes", str(SEGMENT), "--retention-bytes", str(RETAIN)),
+            *("--max-record-bytes", str(64 << 10)),  # a segment must hold the largest record
+        ]
     )
     leader = cluster.leader()
     follower = cluster.followers(leader)[0]

@@ -1,8 +1,10 @@
 """Partitions through the fault-injecting proxy each node advertises (TcpProxy).
 
 A node's proxy carries everything sent *to* it (clients and peers); what it
-sends goes through the others' proxies. So blackholing a node's proxy cuts its
-inbound traffic only: the node still talks, nobody hears back.
+sends goes through the others' proxies, which know which node each connection
+comes from (PeerProxy). `Cluster.isolate` cuts both ways; `Cluster.deafen`
+cuts only what reaches the node. A cut swallows bytes and leaves connections
+open, so senders see silence (timeouts), not resets.
 
 behaviour.md, Cluster: a leader cut off from the others stops acknowledging
 writes; the majority elects a new leader and goes on; after the partition
@@ -24,20 +26,6 @@ from pyproglog.testing import History
 from pyproglog.testing.cluster import Node
 from pyproglog.testing.history import check
 from tests.cluster.process.conftest import MakeCluster
-
-
-def cut(node: Node) -> None:
-    assert node.proxy is not None
-    node.proxy.blackhole("up")
-    node.proxy.blackhole("down")
-
-
-def heal(node: Node) -> None:
-    assert node.proxy is not None
-    node.proxy.heal()
-    # Bytes swallowed mid-stream leave the HTTP/2 connections unusable: reset them,
-    # as a real partition ends with timed-out connections.
-    node.proxy.drop_connections()
 
 
 def produce_recorded(history: History, node: Node, value: bytes, direct: bool = False) -> None:
@@ -67,9 +55,9 @@ def test_a_cut_off_leader_stops_acknowledging_and_its_suffix_is_dropped(
         produce_recorded(history, old, f"before-{i}".encode())
     cluster.wait_converged()
 
-    cut(old)
+    cluster.isolate(old.name)
     # Straight to the old leader (around its proxy), at once: it may still believe it leads
-    # and append these, but cannot commit them.
+    # and append these, but can neither replicate nor commit them.
     cut_off = History()
     writers = [
         threading.Thread(
@@ -101,7 +89,7 @@ def test_a_cut_off_leader_stops_acknowledging_and_its_suffix_is_dropped(
         info = stub.GetLogInfo(log_pb2.GetLogInfoRequest(), timeout=2)
     print(f"old leader {old.name} while cut off: next_offset={info.next_offset}")
 
-    heal(old)
+    cluster.heal()
     lead = cluster.leader()
     assert lead.name != old.name, "the old leader took over again instead of following"
     cluster.wait_converged()
@@ -123,7 +111,7 @@ def test_a_follower_that_hears_nothing_does_not_disturb_the_leader(
     other = next(n for n in cluster.live() if n.name not in (leader.name, deaf.name))
     produce_recorded(history, leader, b"before")
 
-    cut(deaf)
+    cluster.deafen(deaf.name)
     # Well past several election timeouts of the deaf node: its (pre-)campaigns reach the
     # others, which hear from a live leader and refuse them.
     until = time.monotonic() + 4.0
@@ -138,7 +126,7 @@ def test_a_follower_that_hears_nothing_does_not_disturb_the_leader(
     assert seen == {leader.name}
     assert history.acknowledged == i + 1, [op.error for op in history.produces if op.error]
 
-    heal(deaf)
+    cluster.heal()
     assert cluster.leader().name == leader.name
     cluster.wait_converged()
     logs = {n.name: cluster.read_log(n.name) for n in cluster.live()}

@@ -5,6 +5,7 @@ with `proglog serve` subprocesses and kill -9; these check the runtime's wiring 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from pyproglog.cluster import ClusterNode, ClusterOptions, RaftTiming
 from pyproglog.log import Log, LogConfig, OffsetOutOfRange, Record
+from pyproglog.observability import NodeMetrics
 from pyproglog.raft import Role
 from pyproglog.server.errors import NotLeader
 from pyproglog.testing import free_port
@@ -37,13 +39,23 @@ class Member:
         self.log.close()
 
 
-async def _start(tmp: Path, name: str, *, join: list[str], bootstrap: bool) -> Member:
+async def _start(
+    tmp: Path,
+    name: str,
+    *,
+    join: list[str],
+    bootstrap: bool,
+    gossip: str | None = None,
+    rpc_port: int = 0,
+) -> Member:
     data = tmp / name
     data.mkdir(exist_ok=True)
     log = Log(data, LogConfig())
     server = grpc.aio.server()
-    port = server.add_insecure_port("127.0.0.1:0")
-    gossip = f"127.0.0.1:{free_port()}"
+    port = server.add_insecure_port(f"127.0.0.1:{rpc_port}")
+    # A restarted member keeps its addresses (as a StatefulSet's pod does; kinship
+    # also refuses a known name from a new gossip address for ~30 s).
+    gossip = gossip or f"127.0.0.1:{free_port()}"
     options = ClusterOptions(
         name=name,
         rpc_addr=f"127.0.0.1:{port}",
@@ -162,3 +174,44 @@ async def test_a_follower_without_a_leader_refuses_writes(tmp_path: Path) -> Non
             await lone.cluster.commit_log.append([Record(b"x")])
     finally:
         await lone.close()
+
+
+async def test_a_wiped_bootstrap_node_rejoins_instead_of_founding_a_cluster(
+    three: list[Member], tmp_path: Path
+) -> None:
+    await _until(lambda: _leader(three) is not None, what="a leader")
+    leader = _leader(three)
+    assert leader is not None and leader.cluster.commit_log is not None
+    await leader.cluster.commit_log.append([Record(b"kept")])
+    first = next(m for m in three if m.name == "n1")
+    await first.close()
+    three.remove(first)
+    for f in sorted(first.data.rglob("*"), reverse=True):
+        f.unlink() if f.is_file() else f.rmdir()
+    # Pod 0 of a StatefulSet: --bootstrap, and the others as join addresses.
+    port = int(first.cluster.options.rpc_addr.rpartition(":")[2])
+    joins = [m.gossip for m in three]
+    again = await _start(
+        tmp_path, "n1", join=joins, bootstrap=True, gossip=first.gossip, rpc_port=port
+    )
+    three.append(again)
+    await _until(lambda: b"kept" in _values(again), what="the wiped node to catch up")
+    assert again.cluster.node is not None
+    assert len(again.cluster.node.conf().voters) == 3
+
+
+async def test_metrics_show_role_term_commit_and_peer_lag(three: list[Member]) -> None:
+    await _until(lambda: _leader(three) is not None, what="a leader")
+    leader = _leader(three)
+    assert leader is not None and leader.cluster.commit_log is not None
+    await leader.cluster.commit_log.append([Record(b"m")])
+    metrics = NodeMetrics()
+    metrics.watch_cluster(leader.cluster.figures)
+    text = metrics.render()[0].decode()
+    assert 'proglog_raft_role{role="leader"} 1.0' in text
+    assert 'proglog_raft_role{role="follower"} 0.0' in text
+    committed = re.search(r"^proglog_raft_proposals_committed_total (\S+)$", text, re.M)
+    assert committed is not None and float(committed.group(1)) >= 1
+    for name in ("n1", "n2", "n3"):
+        if name != leader.name:
+            assert f'proglog_raft_peer_lag_entries{{peer="{name}"}}' in text
