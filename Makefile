@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: deploy-tools deploy-check test lint typecheck pytest run proto proto-check bench-storage bench-service bench-security bench-observability bench-raft bench-cluster sim clean
+.PHONY: deploy-tools deploy-check test lint typecheck pytest run cluster proto proto-check bench-storage bench-service bench-security bench-observability bench-raft bench-cluster sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ pytest: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/proglog serve
+
+# Three nodes on this machine (scripts/local_cluster.sh); Ctrl-C stops them.
+cluster: $(STAMP)
+	scripts/local_cluster.sh
 
 proto: $(STAMP)
 	PYTHON=$(BIN)/python scripts/gen_proto.sh

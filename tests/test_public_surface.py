@@ -21,6 +21,16 @@ SRC = Path(pyproglog.__file__).parent
 
 EXPECTED: dict[str, set[str]] = {
     "pyproglog.agent": {"Agent", "DataDirInUse", "StartupError", "run"},
+    "pyproglog.cluster": {
+        "ClusterNode",
+        "ClusterOptions",
+        "NodeStatus",
+        "PeerStatus",
+        "RaftNode",
+        "RaftTiming",
+        "ReplicatedLog",
+        "node_id",
+    },
     "pyproglog.client": {
         "Cancelled",
         "Client",
@@ -36,6 +46,7 @@ EXPECTED: dict[str, set[str]] = {
         "OffsetOutOfRange",
         "PermissionDenied",
         "Record",
+        "ReplicaState",
         "RecordInput",
         "ResourceExhausted",
         "Server",
@@ -120,6 +131,7 @@ EXPECTED: dict[str, set[str]] = {
         "CommitLog",
         "LocalCommitLog",
         "LogService",
+        "NoQuorum",
         "NotLeader",
         "Reason",
         "ServerInfo",

@@ -90,17 +90,24 @@ def test_a_node_starts_in_the_documented_order(tmp_path: Path) -> None:
         "data-dir lock",
         "ports",
         "log",
+        "cluster",
         "service",
         "HTTP",
         "gRPC",
+        "gossip",
         "retention",
         "health",
+        "hand-over",
     ]
     # Bad TLS material fails before the directory exists; nothing opens the log
     # without the lock or before the ports are held; SERVING comes last.
     assert names.index("security") < names.index("data-dir lock") < names.index("ports")
     assert names.index("ports") < names.index("log") < names.index("service")
-    assert names[-1] == "health"
+    # The peer service answers before gossip tells anyone about us; a leader hands
+    # over before anything drains (the last step drains first).
+    assert names.index("gRPC") < names.index("gossip")
+    assert names.index("log") < names.index("cluster") < names.index("service")
+    assert names[-2:] == ["health", "hand-over"]
 
 
 async def test_a_step_that_fails_halfway_gives_back_what_it_took(tmp_path: Path) -> None:

@@ -13,12 +13,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from pyproglog.agent import Agent
+from pyproglog.api.raft.v1 import raft_pb2
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.auth.acl import Authorizer
 from pyproglog.auth.errors import SecurityError
 from pyproglog.auth.tls import ServerTLS, TLSFiles
 from pyproglog.config import Settings
-from pyproglog.server.authz import METHOD_ACTIONS, SERVICE_NAME
+from pyproglog.server.authz import METHOD_ACTIONS, PEER_SERVICE_NAME, SERVICE_NAME
 from pyproglog.server.grpc.authz import AuthInterceptor
 from tests.auth.conftest import (
     PKI,
@@ -123,7 +124,10 @@ async def seed(node: Agent, pki: PKI) -> None:
 def test_every_log_method_has_an_action() -> None:
     # A new RPC without an entry would be closed to everyone; this makes it a decision.
     service = log_pb2.DESCRIPTOR.services_by_name["Log"]
-    assert set(METHOD_ACTIONS) == {f"/{SERVICE_NAME}/{m.name}" for m in service.methods}
+    peer = raft_pb2.DESCRIPTOR.services_by_name["Raft"]
+    assert set(METHOD_ACTIONS) == {f"/{SERVICE_NAME}/{m.name}" for m in service.methods} | {
+        f"/{PEER_SERVICE_NAME}/{m.name}" for m in peer.methods
+    }
     assert set(CALLS) == {m.name for m in service.methods}
 
 

@@ -68,6 +68,7 @@ class Steps:
         passes = [[(f"drain {s.name}", s.drain) for s in reversed(started)]]
         passes.append([(f"stop {s.name}", s.stop) for s in reversed(started)])
         for what, hook in itertools.chain.from_iterable(passes):
+            _log.debug("%s", what)
             try:
                 await hook()
             except Exception as exc:  # the steps below still release what they hold

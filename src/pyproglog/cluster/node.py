@@ -141,6 +141,8 @@ class RaftNode:
         self._inbox: deque[tuple[Message, dict[int, tuple[str, str]]]] = deque()
         self._proposals: deque[tuple[DataBatch, asyncio.Future[int]]] = deque()
         self._calls: deque[Callable[[Raft], None]] = deque()
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_seq = 0
         self._pending: dict[int, _Proposal] = {}
         self._ticks = 0
         self._wake = asyncio.Event()
@@ -363,6 +365,39 @@ class RaftNode:
         _log.info("leadership handed to %s", self.addresses.get(target, (target,))[0])
         return True
 
+    async def read_barrier(self, timeout: float) -> None:
+        """Return once this node has applied everything the leader had committed when
+        asked (ReadIndex): a read after it sees every write acknowledged before."""
+        if self.core is None:
+            raise NotLeaderError(None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._read_seq += 1
+        ctx = self._read_seq.to_bytes(8, "big") + self.id.to_bytes(8, "big")
+        fut: asyncio.Future[int] = loop.create_future()
+        self._reads[ctx] = fut
+
+        def call(core: Raft) -> None:
+            if not core.read_index(ctx) and not fut.done():
+                fut.set_exception(NotLeaderError(self.leader_addr))
+
+        self._calls.append(call)
+        self._wake.set()
+        try:
+            index = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise NoQuorum(
+                f"the leader did not confirm a read point within {timeout:.1f}s"
+            ) from None
+        finally:
+            self._reads.pop(ctx, None)
+        core = self.core
+        while core.log.applied < index:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise NoQuorum(f"this node did not catch up to entry {index} in time")
+            await self.wait_changed(left)
+
     def call_core(self, call: Callable[[Raft], None]) -> None:
         """Run `call` on the core in the driver's next round (between two Readies)."""
         self._calls.append(call)
@@ -397,7 +432,12 @@ class RaftNode:
                     if rd.messages:
                         self.transport.send(rd.messages)
                     self._apply(rd)
+                    applied = core.log.applied
                     core.advance(rd)
+                    if rd.read_states:
+                        self._answer_reads(rd)
+                    if core.log.applied != applied:  # read barriers wait for it
+                        self._notify_changed()
                     self._observe(core)
                     if self._inbox or self._calls:
                         self._feed(core)
@@ -551,6 +591,12 @@ class RaftNode:
             for listener in self._commit_listeners:
                 listener(end)
             self._notify_changed()
+
+    def _answer_reads(self, rd: Ready) -> None:
+        for rs in rd.read_states:
+            fut = self._reads.get(rs.context)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
 
     def _span(self, e: Entry) -> tuple[int, int] | None:
         payload = e.payload

@@ -38,6 +38,7 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         # id -> gossip epoch of the process that was removed on request.
         self.removed: dict[int, int] = {}
+        self._stopped = False
 
     def start(self) -> None:
         self.membership.subscribe(self._on_event)
@@ -46,6 +47,10 @@ class Reconciler:
         self._task = asyncio.create_task(self._run(), name="proglog-reconciler")
 
     async def stop(self) -> None:
+        # The flag as well as the cancel: asyncio.wait_for in 3.11 can swallow a
+        # cancellation that lands as its timeout fires, and the loop would go on.
+        self._stopped = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -70,11 +75,11 @@ class Reconciler:
             self.node.learn_addresses(book)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
-            if not self.node.is_leader:
+            if self._stopped or not self.node.is_leader:
                 continue
             try:
                 await self._reconcile()

@@ -101,6 +101,9 @@ class ReplicatedLog:
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         return self.log.offset_for_timestamp(timestamp_ms)
 
+    async def read_barrier(self) -> None:
+        await self.node.read_barrier(self.write_timeout)
+
     def add_commit_listener(self, listener: CommitListener) -> None:
         self.node.add_commit_listener(listener)
 

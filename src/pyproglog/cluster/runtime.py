@@ -17,6 +17,7 @@ GetServers from the Raft configuration and the addresses gossip told us.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ from pyproglog.server.errors import InvalidArgument, NotLeader
 from pyproglog.server.servers import ServerInfo
 
 __all__ = ["ClusterNode", "ClusterOptions"]
+
+# Gossip tag of a node that is in a cluster's configuration (has Raft state): a
+# node told to bootstrap does not when it sees one (pod 0 that lost its volume).
+MEMBER_TAG = "member"
 
 _log = logging.getLogger("pyproglog.cluster")
 
@@ -74,6 +79,7 @@ class ClusterNode:
         self.membership: Membership | None = None
         self.reconciler: Reconciler | None = None
         self._had_state = False
+        self._tagger: asyncio.Task[None] | None = None
         self._seeds = SeedFile(data_dir / "raft" / "gossip-seeds")
 
     # -- start ----------------------------------------------------------------------------
@@ -120,6 +126,8 @@ class ClusterNode:
         o = self.options
         assert self.node is not None
         tags = {"id": str(self.id), "rpc_addr": o.rpc_addr}
+        if self._had_state:
+            tags[MEMBER_TAG] = "1"
         seeds = list(o.join_addrs)
         seeds += [a for a in self._seeds.load() if a not in seeds and a != o.bind_addr]
         self.membership = GossipMembership(
@@ -136,6 +144,8 @@ class ClusterNode:
         )
         await self.membership.start()
         await self.node.start(bootstrap=self._may_bootstrap())
+        if not self._had_state:
+            self._tagger = asyncio.create_task(self._tag_when_member(), name="proglog-member-tag")
         self.membership.subscribe(self._remember_seeds)
         self.reconciler = Reconciler(self.node, self.membership)
         self.reconciler.start()
@@ -148,7 +158,11 @@ class ClusterNode:
         if not self.options.bootstrap or self._had_state:
             return False
         assert self.membership is not None
-        others = [m for m in self.membership.members() if m.node_id not in (None, self.id)]
+        others = [
+            m
+            for m in self.membership.members()
+            if m.node_id not in (None, self.id) and m.tags.get(MEMBER_TAG) == "1"
+        ]
         if others:
             names = ", ".join(sorted(m.name for m in others))
             _log.warning(
@@ -158,6 +172,17 @@ class ClusterNode:
             )
             return False
         return True
+
+    async def _tag_when_member(self) -> None:
+        """Say in gossip once this node is in the configuration (see _may_bootstrap)."""
+        node, membership = self.node, self.membership
+        assert node is not None and membership is not None
+        while node.id not in node.conf().voters | node.conf().learners:
+            await asyncio.sleep(0.2)
+        try:
+            await membership.update_tags(**{MEMBER_TAG: "1"})
+        except Exception as exc:
+            _log.warning("cannot tag this node as a cluster member in gossip: %s", exc)
 
     def _remember_seeds(self, event: MemberEvent) -> None:
         if self.membership is not None and event.kind is not EventKind.UPDATED:
@@ -210,11 +235,11 @@ class ClusterNode:
         conf = node.conf()
         members = conf.voters | conf.learners
         if not members:  # not added yet: we only know ourselves
-            return [ServerInfo(self.options.name, self.options.rpc_addr, False)]
+            return [ServerInfo(self.options.name, self.options.rpc_addr, False, voter=False)]
         out = []
         for pid in sorted(members, key=lambda p: node.addresses.get(p, (str(p), ""))[0]):
             name, addr = node.addresses.get(pid, (str(pid), ""))
-            out.append(ServerInfo(name, addr, pid == node.leader))
+            out.append(ServerInfo(name, addr, pid == node.leader, voter=pid in conf.voters))
         return out
 
     def figures(self) -> ClusterFigures:
@@ -259,6 +284,10 @@ class ClusterNode:
     async def part(self) -> None:
         """Stop gossiping: a graceful leave with --leave-on-shutdown, else just stop
         (the others see the node fail, and it stays a member)."""
+        if self._tagger is not None:
+            self._tagger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tagger
         if self.reconciler is not None:
             await self.reconciler.stop()
         if self.membership is not None:

@@ -207,6 +207,16 @@ class GossipMembership:
         if self._state == "running":
             asyncio.get_running_loop().call_soon(self._replay, callback, self._peers())
 
+    async def update_tags(self, **changes: str | None) -> None:
+        cluster = self._cluster
+        if cluster is None:
+            raise MembershipError("the gossip membership is not running")
+        try:
+            await cluster.update_meta(**changes)
+        except kinship.MetaTooLarge:
+            raise MembershipError("gossip tags too large (512 bytes at most)") from None
+        self._tags = {k: v for k, v in {**self._tags, **changes}.items() if v is not None}
+
     async def leave(self) -> None:
         cluster = self._cluster
         if cluster is not None and self._state == "running":

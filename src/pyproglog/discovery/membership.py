@@ -124,6 +124,10 @@ class Membership(Protocol):
         """Call `callback` on the event loop for every event (see the module rules)."""
         ...
 
+    async def update_tags(self, **changes: str | None) -> None:
+        """Change this node's tags (None removes one); the others see UPDATED."""
+        ...
+
     async def leave(self) -> None:
         """Leave on purpose: the others see LEFT at once. Then stop."""
         ...

@@ -55,6 +55,10 @@ class StaticMembership:
         if self._started and not self._stopped:
             asyncio.get_running_loop().call_soon(self._replay, callback)
 
+    async def update_tags(self, **changes: str | None) -> None:
+        tags = {k: v for k, v in {**self._self.tags, **changes}.items() if v is not None}
+        self._self = dataclasses.replace(self._self, tags=tags)
+
     async def leave(self) -> None:
         self._self = dataclasses.replace(self._self, status=MemberStatus.LEFT)
         await self.stop()

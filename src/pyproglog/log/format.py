@@ -4,15 +4,17 @@ Store file:  24-byte header: `PLSTORE` + version byte 0x02 | u64 consensus index
              of the last entry before the segment's first record; then frames back to back.
 Frame:       u32 length | u32 crc32c | body                                (little-endian)
 Body:        engine header (44 bytes, fixed, little-endian):
-                 u64 offset | u64 consensus_index | i64 timestamp_ms | u64 term | u32 type
-                 | u32 records before this one in its entry | u32 records after it (0 ends it)
+                 u64 offset | u32 records before this one in its entry
+                 | u32 records after it (0 ends the entry) | u64 consensus_index
+                 | i64 timestamp_ms | u64 term | u32 type
              then the record as a `repeated Record records = 1` field of a batch message:
                  0x0a len5 (0x10 off10 0x18 term10 0x20 type5 0x28 ts10 0x0a len5 value)
              `lenN`/`xxxN` are protobuf varints written at a fixed width of N bytes (a
              non-minimal encoding that protobuf parsers accept: varints may take up to 10
              bytes), and the value comes last (fields may come in any order). So every
              frame is FRAME_OVERHEAD + len(value) bytes, everything before the value is
-             one struct, the value ends the frame, and the bytes from ENCODED_AT to the
+             one struct (packed from a few cached strings: see `parts`), the value ends
+             the frame, and the bytes from ENCODED_AT to the
              frame's end can be served as they are: concatenated, they are a
              `FetchResponse` holding the records.
 `length` counts the body; the CRC-32C covers the body, so a torn or flipped
@@ -24,7 +26,10 @@ Time index file: 12-byte entries: i64 max timestamp so far | u32 relative offset
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
+import operator
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,13 +43,15 @@ STORE_HEADER_SIZE = STORE_HEADER.size
 
 FRAME_PREFIX = struct.Struct("<II")  # length, crc
 FRAME_PREFIX_SIZE = FRAME_PREFIX.size
-# offset, consensus_index, timestamp_ms, term, type, entry_pos, entry_more
-ENGINE_HEADER = struct.Struct("<QQqQIII")
+# offset, entry_pos, entry_more, consensus_index, timestamp_ms, term, type: what
+# changes from one frame of an entry to the next comes first, so that the rest is
+# one cached string on the append paths (see _parts).
+ENGINE_HEADER = struct.Struct("<QIIQqQI")
 ENGINE_HEADER_SIZE = ENGINE_HEADER.size
 # Everything before the value: the engine header, then the Record field's tag and
 # length, offset (1 + 10), term (1 + 10), type (1 + 5), timestamp (1 + 10) and
 # the value's tag and length.
-_FRAME_HEAD = struct.Struct("<QQqQIII6sBB37s6s")
+_FRAME_HEAD = struct.Struct("<QIIQqQI6sBB37s6s")
 # Where the served bytes (`0x0a len5 Record`) begin in a frame, and where the value does.
 ENCODED_AT = FRAME_PREFIX_SIZE + ENGINE_HEADER_SIZE
 VALUE_AT = FRAME_PREFIX_SIZE + _FRAME_HEAD.size
@@ -171,6 +178,49 @@ class EncodedBatch:
 
 _pack_head = _FRAME_HEAD.pack
 _pack_prefix = FRAME_PREFIX.pack
+_value_of = operator.attrgetter("value")
+
+# The same bytes as _FRAME_HEAD, from coarser parts (`parts`): the offset, the
+# frame's place in its entry, then the rest of the engine header with the
+# Record field's tag and length and the offset's tag (35 bytes); the offset's
+# first varint byte; everything from its second varint byte to the value (43
+# bytes). On both append paths the strings change rarely, so that a frame's
+# head is one `pack` of six arguments.
+_HEAD = struct.Struct("<QQ35sB43s")  # entry_pos | entry_more << 32 as one u64
+_ENGINE_REST = struct.Struct("<QqQI")  # consensus_index, timestamp_ms, term, type
+assert _HEAD.size == _FRAME_HEAD.size
+pack_head = _HEAD.pack
+
+
+def parts(
+    vlen: int, high: int, consensus_index: int, term: int, rtype: int, timestamp_ms: int
+) -> tuple[bytes, bytes]:
+    """The two byte strings `pack_head` takes for a value of `vlen` bytes at an
+    offset with offset >> 7 == `high`."""
+    record_len, value_len = _lengths(vlen)
+    return (
+        _ENGINE_REST.pack(consensus_index, timestamp_ms, term, rtype) + record_len + b"\x10",
+        _high_tail(high, term, rtype, timestamp_ms) + value_len,
+    )
+
+
+# An entry of one record (`Log.append`): its place in the entry is zeros, and the
+# consensus index, which changes with every entry, is packed, not cached.
+_ONE_HEAD = struct.Struct("<Q8xQ27sB43s")
+_ONE_REST = struct.Struct("<qQI")  # timestamp_ms, term, type
+assert _ONE_HEAD.size == _FRAME_HEAD.size
+pack_one_head = _ONE_HEAD.pack
+
+
+def one_parts(
+    vlen: int, high: int, term: int, rtype: int, timestamp_ms: int
+) -> tuple[bytes, bytes]:
+    """The two byte strings `pack_one_head` takes (27 and 43 bytes; see `parts`)."""
+    record_len, value_len = _lengths(vlen)
+    return (
+        _ONE_REST.pack(timestamp_ms, term, rtype) + record_len + b"\x10",
+        _high_tail(high, term, rtype, timestamp_ms) + value_len,
+    )
 
 
 def encode_body(
@@ -179,28 +229,7 @@ def encode_body(
     """The body of one frame: an entry of one record (what `Segment.append_one`
     writes, inlined, and the CRC-32C of the frame prefix covers)."""
     pre, post = one_parts(len(value), offset >> 7, term, rtype, timestamp_ms)
-    head = pack_one_head(
-        offset, consensus_index, timestamp_ms, term, rtype, pre, offset & 0x7F | 0x80, post
-    )
-    return head + value
-
-
-# The same bytes as _FRAME_HEAD for an entry of one record (its position and
-# count of records after it are zeros), from fewer, coarser parts: the Record
-# field's tag and length with the offset's tag, the offset's first varint byte,
-# and everything from the offset's second varint byte to the value.
-_ONE_HEAD = struct.Struct("<QQqQI8x7sB43s")
-assert _ONE_HEAD.size == _FRAME_HEAD.size
-pack_one_head = _ONE_HEAD.pack
-
-
-def one_parts(
-    vlen: int, high: int, term: int, rtype: int, timestamp_ms: int
-) -> tuple[bytes, bytes]:
-    """The two byte strings `pack_one_head` takes for a value of `vlen` bytes at an
-    offset with offset >> 7 == `high`: they change rarely, and callers keep the last."""
-    record_len, value_len = _lengths(vlen)
-    return record_len + b"\x10", _high_tail(high, term, rtype, timestamp_ms) + value_len
+    return pack_one_head(offset, consensus_index, pre, offset & 0x7F | 0x80, post) + value
 
 
 def encode_batch(
@@ -215,50 +244,71 @@ def encode_batch(
     """The frames of `records` at consecutive offsets, one entry, its frames
     numbered within it, as pieces to copy into the store in order; fills `out`.
 
-    This loop is the append hot path: a few C calls per record (one pack, one
-    concatenation, one CRC); the varint parts change rarely and are looked up
-    when they do. Small frames are gathered into pieces of about WRITE_PIECE
-    bytes, each handed over before the next is made (one buffer's memory,
-    reused); a big value is a piece of its own, as it is (copied once, into
-    the store).
+    Pieces are about WRITE_PIECE bytes, each made when the one before was
+    taken (one piece's memory at a time). When every value is small, a piece is
+    made by `_encode_small`; otherwise a big value is a piece of its own, as it
+    is (copied once, into the store), and the frames around it go one by one.
     """
+    n = len(records)
+    values = list(map(_value_of, records))
+    lens = list(map(len, values))
+    if not n:
+        return
+    # Store positions, with where the last frame ends, at C speed.
+    if lens.count(lens[0]) == n:  # the usual batch: one size
+        step = FRAME_OVERHEAD + lens[0]
+        positions = list(range(start_position, start_position + step * n + 1, step))
+    else:
+        sizes = map(operator.add, lens, itertools.repeat(FRAME_OVERHEAD))
+        positions = list(itertools.accumulate(sizes, initial=start_position))
+    if max(lens) < BIG_VALUE:
+        # One size, one type, one timestamp (the usual batch): whole runs of frames
+        # are made by C loops (`_encode_uniform`), no bytecode per record.
+        uniform = None
+        if lens.count(lens[0]) == n:
+            types = list(map(_type_of, records))
+            if types.count(types[0]) == n:
+                stamps = list(map(_timestamp_of, records))
+                if stamps.count(stamps[0]) == n:
+                    uniform = (lens[0], types[0], stamps[0] or now_ms)
+        it = iter(records)
+        i = 0
+        while i < n:
+            j = bisect.bisect_left(positions, positions[i] + WRITE_PIECE, i + 1, n)
+            first, stop = first_offset + i, first_offset + j
+            if uniform is not None:
+                yield _encode_uniform(
+                    values[i:j], first, stop, i, n - 1, consensus_index, term, uniform
+                )
+            else:
+                yield _encode_small(it, first, stop, i, n - 1, now_ms, consensus_index, term, out)
+            i = j
+        if uniform is not None:
+            out.max_timestamp_ms = max(out.max_timestamp_ms, uniform[2])
+        del positions[-1]
+        out.positions = positions
+        return
+    del positions[-1]
+    out.positions = positions
     buf = bytearray()
-    positions = out.positions
-    add_position = positions.append
-    pack_head = _pack_head
     pack_prefix = _pack_prefix
-    piece_size = WRITE_PIECE
-    big = BIG_VALUE
-    overhead = FRAME_OVERHEAD
     body_overhead = BODY_OVERHEAD
-    pos = start_position
     offset = first_offset
-    last = first_offset + len(records) - 1
-    max_ts = -(2**63)
-    last_ts = last_type = last_high = last_vlen = -1
-    high_tail = record_len = value_len = b""
-    for rec in records:
+    more = n - 1
+    max_ts = out.max_timestamp_ms
+    for pos, rec in enumerate(records):
         ts = rec.timestamp_ms or now_ms
-        rtype = rec.type
-        if ts != last_ts or rtype != last_type or offset >> 7 != last_high:
-            last_ts, last_type, last_high = ts, rtype, offset >> 7
-            high_tail = _high_tail(last_high, term, rtype, ts)
-            if ts > max_ts:
-                max_ts = ts
+        if ts > max_ts:
+            max_ts = ts
         value = rec.value
         vlen = len(value)
-        if vlen != last_vlen:
-            record_len, value_len = _lengths(vlen)
-            last_vlen = vlen
-        head = pack_head(
-            offset, consensus_index, ts, term, rtype, offset - first_offset, last - offset,
-            record_len, 0x10, offset & 0x7F | 0x80, high_tail, value_len,
-        )  # fmt: skip
-        if vlen < big:
+        pre, post = parts(vlen, offset >> 7, consensus_index, term, rec.type, ts)
+        head = pack_head(offset, pos | more << 32, pre, offset & 0x7F | 0x80, post)
+        if vlen < BIG_VALUE:
             body = head + value
             buf += pack_prefix(body_overhead + vlen, crc32c(body))
             buf += body
-            if len(buf) >= piece_size:
+            if len(buf) >= WRITE_PIECE:
                 yield buf
                 buf = bytearray()
         else:
@@ -267,12 +317,119 @@ def encode_batch(
             yield buf
             yield value
             buf = bytearray()
-        add_position(pos)
-        pos += overhead + vlen
         offset += 1
+        more -= 1
     if buf:
         yield buf
     out.max_timestamp_ms = max_ts
+
+
+_PLACE_STEP = 1 - (1 << 32)  # one more record before, one fewer after
+_type_of = operator.attrgetter("type")
+_timestamp_of = operator.attrgetter("timestamp_ms")
+
+
+def _encode_uniform(
+    values: list[bytes],
+    offset: int,
+    stop: int,
+    pos: int,
+    last: int,
+    consensus_index: int,
+    term: int,
+    uniform: tuple[int, int, int],
+) -> bytes:
+    """`_encode_small` for the records of `values`, of one (size, type, timestamp)
+    = `uniform`.
+
+    The same frames, made a stage at a time by `map` over all of them (heads,
+    bodies, CRCs, prefixes), then interleaved and joined: the C loops of
+    `map` instead of a Python loop per record.
+    """
+    vlen, rtype, ts = uniform
+    heads: list[bytes] = []
+    while offset < stop:
+        high = offset >> 7
+        run_end = min(stop, (high + 1) << 7)
+        k = run_end - offset
+        pre, post = parts(vlen, high, consensus_index, term, rtype, ts)
+        place = pos | (last - pos) << 32
+        heads += map(
+            pack_head,
+            range(offset, run_end),
+            range(place, place + k * _PLACE_STEP, _PLACE_STEP),
+            itertools.repeat(pre, k),
+            range(offset & 0x7F | 0x80, 0x100),
+            itertools.repeat(post, k),
+        )
+        offset = run_end
+        pos += k
+    bodies = list(map(operator.add, heads, values))
+    frames: list[bytes] = [b""] * (2 * len(bodies))
+    frames[0::2] = map(_pack_prefix, itertools.repeat(BODY_OVERHEAD + vlen), map(crc32c, bodies))
+    frames[1::2] = bodies
+    return b"".join(frames)
+
+
+def _encode_small(
+    records: Iterator[RecordLike],
+    offset: int,
+    stop: int,
+    pos: int,
+    last: int,
+    now_ms: int,
+    consensus_index: int,
+    term: int,
+    out: EncodedBatch,
+) -> bytes:
+    """The frames of the next stop - offset `records` (values below BIG_VALUE) at
+    offsets [offset, stop), the first `pos` in an entry whose last frame is
+    `last`: one join.
+
+    This loop is the batch append hot path, a few C calls per record: one
+    `pack` (the offset, its place in the entry and its varint's first byte
+    come from ranges, in step: no arithmetic per record), one concatenation,
+    one CRC, two list appends.
+    Its parts change rarely (another timestamp, type or size, every 128
+    offsets: the loop runs by runs of offsets with one `offset >> 7`).
+    """
+    frames: list[bytes] = []
+    add = frames.append
+    pack = pack_head
+    pack_prefix = _pack_prefix
+    body_overhead = BODY_OVERHEAD
+    max_ts = out.max_timestamp_ms
+    while offset < stop:
+        high = offset >> 7
+        run_end = min(stop, (high + 1) << 7)
+        k = run_end - offset
+        last_ts = last_type = last_vlen = -1
+        pre = post = b""
+        # A frame's place in its entry, entry_pos | entry_more << 32, steps by this.
+        place = pos | (last - pos) << 32
+        for off, at, low, rec in zip(
+            range(offset, run_end),
+            range(place, place + k * _PLACE_STEP, _PLACE_STEP),
+            range(offset & 0x7F | 0x80, 0x100),
+            itertools.islice(records, k),
+            strict=False,  # the varint byte's range may run past the run's end
+        ):
+            ts = rec.timestamp_ms or now_ms
+            rtype = rec.type
+            value = rec.value
+            vlen = len(value)
+            if ts != last_ts or rtype != last_type or vlen != last_vlen:
+                last_ts, last_type, last_vlen = ts, rtype, vlen
+                pre, post = parts(vlen, high, consensus_index, term, rtype, ts)
+                if ts > max_ts:
+                    max_ts = ts
+            body = pack(off, at, pre, low, post) + value
+            add(pack_prefix(body_overhead + vlen, crc32c(body)))
+            add(body)
+        offset = run_end
+        pos += k
+    out.max_timestamp_ms = max_ts
+    return b"".join(frames)
 
 
 # -- decoding --------------------------------------------------------------------
@@ -294,7 +451,7 @@ def decode_frame(frame: bytes, expected_offset: int) -> Record:
     body = frame[FRAME_PREFIX_SIZE:] if length <= 4096 else memoryview(frame)[FRAME_PREFIX_SIZE:]
     if crc32c(body) != crc:
         raise FrameError("checksum mismatch")
-    offset, _cidx, ts, term, rtype, _seq, _more = ENGINE_HEADER.unpack_from(
+    offset, _seq, _more, _cidx, ts, term, rtype = ENGINE_HEADER.unpack_from(
         frame, FRAME_PREFIX_SIZE
     )
     if offset != expected_offset:
@@ -324,7 +481,7 @@ def check_frame(buf: bytes | memoryview, pos: int, limit: int) -> FrameInfo | No
         return None
     if crc32c(buf[pos + FRAME_PREFIX_SIZE : end]) != crc:
         return None
-    offset, cidx, _ts, term, _rtype, seq, more = ENGINE_HEADER.unpack_from(
+    offset, seq, more, cidx, _ts, term, _rtype = ENGINE_HEADER.unpack_from(
         buf, pos + FRAME_PREFIX_SIZE
     )
     return FrameInfo(end, offset, cidx, term, seq, more)
@@ -359,7 +516,7 @@ def decode_frames(
             break
         if crc32c(buf[start:stop] if as_bytes and length <= 4096 else view[start:stop]) != crc:
             break
-        offset, _cidx, ts, term, rtype, _seq, _more = unpack_header(view, start)
+        offset, _seq, _more, _cidx, ts, term, rtype = unpack_header(view, start)
         if expected_offset is not None:
             if offset != expected_offset:
                 break

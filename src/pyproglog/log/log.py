@@ -141,15 +141,16 @@ class Log(LogReads):
                 self._drop_suffix_locked(offset - 1)
                 offset = -1
             else:
-                self._written_seq += 1
-                seq = self._written_seq
+                seq = self._written_seq + 1
+                self._written_seq = seq
         if offset < 0:
             record = Record(value, 0, 0, type, ts)
             return self.append_batch([record], term=term, consensus_index=consensus_index)
         if self._sync_always:
             self._sync_upto(seq)
-        for listener in self._listeners:
-            listener(offset + 1)
+        if self._listeners:  # cheaper than iterating an empty list, per record
+            for listener in self._listeners:
+                listener(offset + 1)
         return offset
 
     def append_batch(

@@ -72,6 +72,10 @@ class Segment:
         """
         self.base_offset = base_offset
         self.config = config
+        # append_one's parts (see _one_refresh); _one_until 0: none made yet.
+        self._one_until = 0
+        self._one_ts = self._one_vlen = self._one_term = self._one_type = self._one_low = 0
+        self._one_pre = self._one_post = b""
         self._max_store_bytes = config.max_store_bytes
         self._time_interval = config.time_index_interval_bytes
         self._max_entries = config.max_index_entries
@@ -109,7 +113,7 @@ class Segment:
             return
         first = self._header_at(0)
         if first is not None:
-            self.first_consensus_index = first[1]
+            self.first_consensus_index = first[3]
         # The last frame may be damaged: the one before it says as much.
         for rel in range(entries - 1, max(-1, entries - 65), -1):
             info = recovery.frame_at(self, rel, self.index.position(rel))
@@ -118,7 +122,8 @@ class Segment:
                 return
 
     def _header_at(self, rel: int) -> tuple[int, int, int, int, int, int, int] | None:
-        """The engine header of `rel`'s frame, unverified (a bisect probe); None if absent."""
+        """The engine header of `rel`'s frame, unverified (a bisect probe); None if absent:
+        (offset, entry_pos, entry_more, consensus_index, timestamp_ms, term, type)."""
         pos = self.index.position(rel)
         data = self.store.read_at(pos + FRAME_PREFIX_SIZE, ENGINE_HEADER.size)
         if pos < STORE_HEADER_SIZE or len(data) < ENGINE_HEADER.size:
@@ -209,12 +214,11 @@ class Segment:
         max_store = self._max_store_bytes
         if rel >= index.limit or end > max_store:
             raise SegmentFull(self.base_offset)
-        watermark = self._watermark
-        if watermark is None:
-            watermark = self.watermark_ms()
         offset = self.next_offset
         # The varint parts change rarely (a new millisecond, every 128 offsets,
         # another size): made only when they do. Plain int compares, no key tuple.
+        # The refresh also does the bookkeeping that only changes with them (the
+        # watermark, the term, the first consensus index).
         if (
             offset >= self._one_until
             or timestamp_ms != self._one_ts
@@ -222,11 +226,10 @@ class Segment:
             or term != self._one_term
             or rtype != self._one_type
         ):
-            self._one_refresh(offset, vlen, term, rtype, timestamp_ms)
+            self._one_refresh(offset, vlen, term, rtype, timestamp_ms, consensus_index)
         head = _pack_one_head(
-            offset, consensus_index, timestamp_ms, term, rtype,
-            self._one_pre, offset - self._one_low, self._one_post,
-        )  # fmt: skip
+            offset, consensus_index, self._one_pre, offset - self._one_low, self._one_post
+        )
         if end > store._mapped:
             store.reserve(end)  # DiskFull here: nothing written
         # Durability: once copied into the map the frame is in the page cache (a
@@ -247,38 +250,43 @@ class Segment:
             store.release()
         _pack_entry_into(index._mm, rel * INDEX_ENTRY_WIDTH, rel, pos)
         index.entries = rel + 1
-        # What _appended does, inlined.
-        if not rel:
-            self.first_consensus_index = consensus_index
+        # What _appended does, inlined (the rest is in _one_refresh).
         self.next_offset = offset + 1
         self.last_consensus_index = consensus_index
-        self.last_term = term
-        if timestamp_ms > watermark:
-            self._watermark = timestamp_ms
         since = self._bytes_since_time_entry + size
         self._bytes_since_time_entry = since
         if since >= self._time_interval:
             self._add_time_entry()
         return end >= max_store or rel >= self._max_entries - 1
 
-    # What append_one's frames have in common until one of these changes: the
-    # varint parts (`format.one_parts`) for offsets below _one_until, timestamp
-    # _one_ts, value size _one_vlen, term and type; and what is subtracted from an
-    # offset to give its varint's first byte. _one_until 0: nothing made yet.
-    _one_until = 0
-    _one_ts = _one_vlen = _one_term = _one_type = _one_low = 0
-    _one_pre = _one_post = b""
+    def _one_refresh(
+        self, offset: int, vlen: int, term: int, rtype: int, ts: int, consensus_index: int
+    ) -> None:
+        """Make append_one's parts for the record at `offset`, and do for it what only
+        changes when they do: a record with the same timestamp and term as the
+        last one leaves the watermark and the last term as they are.
 
-    def _one_refresh(self, offset: int, vlen: int, term: int, rtype: int, ts: int) -> None:
+        The parts (`format.one_parts`) hold for offsets below _one_until with
+        timestamp _one_ts, value size _one_vlen, term _one_term and type
+        _one_type; an offset minus _one_low is its varint's first byte.
+        _one_until is set to 0 to have them made again: a new segment, after a
+        batch (which moves the watermark and the term), after a truncation.
+        """
         high = offset >> 7
         self._one_pre, self._one_post = one_parts(vlen, high, term, rtype, ts)
         self._one_until = (high + 1) << 7
         self._one_low = (high << 7) - 0x80  # offset - this == offset & 0x7F | 0x80
         self._one_ts, self._one_vlen, self._one_term, self._one_type = ts, vlen, term, rtype
+        if ts > self.watermark_ms():
+            self._watermark = ts
+        self.last_term = term
+        if offset == self.base_offset:
+            self.first_consensus_index = consensus_index
 
     def _appended(
         self, next_offset: int, cidx: int, term: int, max_ts: int, size: int, watermark: int
     ) -> None:
+        self._one_until = 0  # see append_one
         if self.next_offset == self.base_offset:
             self.first_consensus_index = cidx
         self.next_offset = next_offset
@@ -338,7 +346,7 @@ class Segment:
         self.read(self.base_offset + rel)
         header = self._header_at(rel)
         assert header is not None  # the read above found the frame
-        return header[1]
+        return header[3]
 
     def first_rel_after(self, consensus_index: int) -> int:
         """The first relative offset whose frame carries a consensus index above
@@ -347,7 +355,7 @@ class Segment:
         while lo < hi:
             mid = (lo + hi) // 2
             header = self._header_at(mid)
-            if header is not None and header[1] <= consensus_index:
+            if header is not None and header[3] <= consensus_index:
                 lo = mid + 1
             else:
                 hi = mid
@@ -452,7 +460,7 @@ class Segment:
             return
         frame = bytearray(self.store.read_at(pos, info.end - pos))
         header = list(ENGINE_HEADER.unpack_from(frame, FRAME_PREFIX_SIZE))
-        header[-1] = 0
+        header[2] = 0  # entry_more
         ENGINE_HEADER.pack_into(frame, FRAME_PREFIX_SIZE, *header)
         FRAME_PREFIX.pack_into(frame, 0, len(frame) - FRAME_PREFIX_SIZE, crc32c(frame[8:]))
         self.store.patch(pos, bytes(frame))

@@ -8,7 +8,7 @@ and errors; they are imported by the agent from their own packages.
 
 from pyproglog.server.commitlog import CommitListener, CommitLog, LocalCommitLog
 from pyproglog.server.core import LogService
-from pyproglog.server.errors import NotLeader, Reason, ServiceError, ShuttingDown
+from pyproglog.server.errors import NoQuorum, NotLeader, Reason, ServiceError, ShuttingDown
 from pyproglog.server.servers import ServerInfo, ServerLister
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "CommitLog",
     "LocalCommitLog",
     "LogService",
+    "NoQuorum",
     "NotLeader",
     "Reason",
     "ServerInfo",

@@ -70,6 +70,11 @@ class CommitLog(Protocol):
         """First offset stamped at or after `timestamp_ms`, committed or not; None if none."""
         ...
 
+    async def read_barrier(self) -> None:
+        """Wait until a read here sees every write acknowledged before the call
+        (a linearizable read); raises when that cannot be had (no leader)."""
+        ...
+
     def add_commit_listener(self, listener: CommitListener) -> None: ...
 
     def remove_commit_listener(self, listener: CommitListener) -> None: ...
@@ -133,6 +138,10 @@ class LocalCommitLog:
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         return self.log.offset_for_timestamp(timestamp_ms)
+
+    async def read_barrier(self) -> None:
+        # One node: every acknowledged write is already readable here.
+        return None
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         # Appended is committed: the log's append listener is the commit listener.

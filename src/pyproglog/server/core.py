@@ -256,6 +256,11 @@ class LogService:
 
     # -- reads ------------------------------------------------------------------
 
+    async def read_barrier(self) -> None:
+        """For a linearizable read: wait until this node's reads see every write
+        acknowledged before now (the cluster's ReadIndex; nothing on one node)."""
+        await self._commit_log.read_barrier()
+
     def read(self, offset: int) -> Record:
         rec = self._commit_log.read(offset)
         if self._observer is not None:

@@ -1,19 +1,26 @@
 """Several `proglog serve` processes as one cluster, on loopback, for tests and benchmarks.
 
-    with Cluster(tmp_path, size=3) as cluster:
+    with Cluster(tmp_path, size=3) as cluster:   # returns once all are voters under a leader
         leader = cluster.leader()
         leader.stub().Produce(...)
-        cluster.kill(leader.name)      # SIGKILL
-        cluster.restart(leader.name)   # same data dir, same flags, same ports
+        cluster.kill(leader.name)                # SIGKILL
+        cluster.new_leader(leader.name)          # the others elect one
+        cluster.restart(leader.name)             # same data dir, same flags, same ports
+        cluster.wait_converged()                 # every node: same log, all committed
 
 Every node gets fixed free ports (gossip, gRPC, HTTP) at construction, so a
 restarted node comes back at the same addresses: gossip refuses a known name
-from a new address for a while, and peers know it by its RPC address. With
-`proxies=True` each node advertises a `TcpProxy` in front of its gRPC port:
-clients and peers reach it only through the proxy, so faults set on the proxy
-cut or delay the traffic *to* that node (what it sends goes through the
-others' proxies). Everything each node printed, across restarts, is kept; the
-errors of this module carry it.
+from a new address for a while, and peers know it by its RPC address.
+
+With `proxies=True` each node advertises a `PeerProxy` in front of its gRPC
+port: clients and peers reach it only through that proxy. A PeerProxy knows
+which node each connection comes from, so `isolate` can cut a node both ways
+(its own proxy swallows what reaches it, the others' swallow what it sends),
+`deafen` only one way; `heal` ends both. `freeze`/`thaw` (SIGSTOP/SIGCONT)
+make a node silent without closing its connections.
+
+Everything each node printed, across restarts, is kept; the errors of this
+module carry it (`describe()`), so a failed wait explains itself.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import contextlib
 import contextvars
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -71,7 +79,15 @@ class PeerProxy(TcpProxy):
     def __init__(self, target: str, pids: Callable[[], Mapping[int, str]]) -> None:
         self._pids = pids
         self.cut_sources: set[str] = set()
+        self.senders: list[str | None] = []  # per accepted connection: the node, None: not a node
         super().__init__(target)
+
+    def start(self) -> PeerProxy:
+        super().start()
+        return self
+
+    def __enter__(self) -> PeerProxy:
+        return self.start()
 
     # TcpProxy reads `_faults[direction]` for every chunk it forwards: answering through
     # this property lets a cut source's chunks be swallowed with no copy of its pumps.
@@ -88,7 +104,9 @@ class PeerProxy(TcpProxy):
     ) -> None:
         port = client_w.get_extra_info("peername")[1]
         own_port = int(self.addr.rsplit(":", 1)[1])
-        _SOURCE.set(await asyncio.to_thread(_sender, port, own_port, dict(self._pids())))
+        sender = await asyncio.to_thread(_sender, port, own_port, dict(self._pids()))
+        self.senders.append(sender)
+        _SOURCE.set(sender)
         await super()._connect(client_r, client_w)
 
 
@@ -117,16 +135,20 @@ class _SourceFaults(MutableMapping[Direction, _Fault]):
 def _sender(src_port: int, dst_port: int, pids: Mapping[int, str]) -> str | None:
     """The name of the node whose process owns the loopback socket src_port -> dst_port."""
     inode = ""
-    with contextlib.suppress(OSError), open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if (
-                int(local.split(":")[1], 16) == src_port
-                and int(remote.split(":")[1], 16) == dst_port
-            ):
-                inode = fields[9]
-                break
+    # gRPC's sockets are often IPv6 ones carrying IPv4 (::ffff:127.0.0.1): in tcp6.
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == src_port
+                    and int(remote.rsplit(":", 1)[1], 16) == dst_port
+                ):
+                    inode = fields[9]
+                    break
+        if inode:
+            break
     if not inode:
         return None
     want = f"socket:[{inode}]"
@@ -249,7 +271,7 @@ class Cluster:
         args: Sequence[str] = (),
         node_args: Mapping[str, Sequence[str]] | None = None,
         proxies: bool = False,
-        ready_timeout: float = 30.0,
+        ready_timeout: float = 60.0,
     ) -> None:
         self.root = root
         self.ready_timeout = ready_timeout
@@ -278,8 +300,7 @@ class Cluster:
         try:
             for node in self.nodes.values():
                 if self.use_proxies and node.proxy is None:
-                    node.proxy = PeerProxy(node.rpc_addr, self._pids)
-                    node.proxy.start()
+                    node.proxy = PeerProxy(node.rpc_addr, self._pids).start()
                 self.start_node(node.name)
             self.wait_formed()
         except BaseException:
@@ -375,6 +396,14 @@ class Cluster:
             raise ClusterError(
                 f"{name} did not stop within {timeout} s\n{self.describe()}"
             ) from None
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP: the node is silent but its connections stay open (a long GC or VM
+        pause, a hung disk): peers see no reset, only silence."""
+        os.kill(self.nodes[name].pid, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        os.kill(self.nodes[name].pid, signal.SIGCONT)
 
     def wipe(self, name: str) -> None:
         """Delete a stopped node's data. It then rejoins through a peer (never bootstraps:
@@ -518,6 +547,30 @@ class Cluster:
                     f"no agreed leader within {timeout} s:\n{lines}\n" + self.describe()
                 )
             time.sleep(0.05)
+
+    def new_leader(self, old: str, timeout: float = 15.0) -> Node:
+        """The leader the live nodes other than `old` agree on, once it is not `old`."""
+        others = [n.name for n in self.live() if n.name != old]
+        said: list[str] = []
+
+        def probe() -> Node | None:
+            try:
+                lead = self.leader(among=others, timeout=0.5)
+            except ClusterError as e:
+                said[:] = [str(e).split("\n--- ", 1)[0]]
+                return None
+            said[:] = [f"they still name {lead.name}"]
+            return lead if lead.name != old else None
+
+        deadline = time.monotonic() + timeout
+        while (got := probe()) is None:
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"{others} elected no new leader within {timeout} s after {old} went: "
+                    f"{said[0] if said else ''}\n" + self.describe()
+                )
+            time.sleep(0.05)
+        return got
 
     def followers(self, leader: Node | None = None) -> list[Node]:
         lead = leader or self.leader()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,6 +24,15 @@ ALL = ["n1", "n2", "n3"]
 
 def listed(cluster: Cluster, name: str) -> list[str]:
     return sorted(s.id for s in cluster.servers(name))
+
+
+def cli(*args: str) -> str:
+    """Run `proglog ARGS`; its stdout (a failure shows its stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pyproglog", *args], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, f"proglog {' '.join(args)}: {done.returncode}\n{done.stderr}"
+    return done.stdout
 
 
 def wait_listed(cluster: Cluster, name: str, expected: list[str], timeout: float = 15.0) -> None:
@@ -50,14 +60,7 @@ def test_three_nodes_each_joining_one_other_list_three_with_one_leader(cluster: 
 def test_the_cli_lists_the_servers(cluster: Cluster) -> None:
     leader = cluster.leader()
     wait_listed(cluster, "n2", ALL)
-    out = subprocess.run(
-        [sys.executable, "-m", "pyproglog", "servers", "--addr", cluster["n2"].addr, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    got = json.loads(out)
+    got = json.loads(cli("servers", "--addr", cluster["n2"].addr, "--json"))
     rows = got["servers"] if isinstance(got, dict) else got
     assert sorted(r["id"] for r in rows) == ALL
     assert [r["id"] for r in rows if r["is_leader"]] == [leader.name]
@@ -98,3 +101,23 @@ def test_leave_stop_and_rejoin(make_cluster: MakeCluster) -> None:
     # The node that left holds nothing produced after it left.
     with Log(cluster["n3"].data_dir, LogConfig()) as log:
         assert log.next_offset <= after
+
+
+@pytest.mark.timeout(90)
+def test_a_dead_member_is_removed_with_the_cli(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    dead = cluster.followers(leader)[0]
+    cluster.kill(dead.name)
+    alive = sorted(n.name for n in cluster.live())
+    # A crash never shrinks the cluster by itself ...
+    time.sleep(1.5)
+    for name in alive:
+        assert listed(cluster, name) == ALL
+    # ... an operator does, through any node.
+    cli("servers", "remove", dead.name, "--addr", cluster[alive[-1]].addr)
+    for name in alive:
+        wait_listed(cluster, name, alive)
+    # Two voters now: both must take part, and do.
+    offset = produce(cluster.leader().stub(), b"after the removal")
+    for name in alive:
+        cluster.wait_committed(offset, name)

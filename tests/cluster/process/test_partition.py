@@ -68,14 +68,7 @@ def test_a_cut_off_leader_stops_acknowledging_and_its_suffix_is_dropped(
     for t in writers:
         t.start()
 
-    others = [n.name for n in cluster.live() if n.name != old.name]
-    new = cluster.wait(
-        "the majority to elect a new leader",
-        lambda: (
-            lead if (lead := cluster.leader(among=others, timeout=1)).name != old.name else None
-        ),
-        timeout=15,
-    )
+    new = cluster.new_leader(old.name)
     for t in writers:
         t.join()
     for i in range(10):
@@ -87,7 +80,11 @@ def test_a_cut_off_leader_stops_acknowledging_and_its_suffix_is_dropped(
     ch, stub = old.direct_stub()
     with ch:
         info = stub.GetLogInfo(log_pb2.GetLogInfoRequest(), timeout=2)
-    print(f"old leader {old.name} while cut off: next_offset={info.next_offset}")
+        # The suffix it appended alone (if any) is never served: reads stop at the commit.
+        fetched = stub.Fetch(log_pb2.FetchRequest(offset=10, max_records=100), timeout=2)
+        assert (list(fetched.records), fetched.high_watermark) == ([], 10)
+    suffix = range(10, info.next_offset)
+    print(f"old leader {old.name} appended offsets {list(suffix)} while cut off")
 
     cluster.heal()
     lead = cluster.leader()
@@ -95,9 +92,16 @@ def test_a_cut_off_leader_stops_acknowledging_and_its_suffix_is_dropped(
     cluster.wait_converged()
     logs = {n.name: cluster.read_log(n.name) for n in cluster.live()}
     report = check([history, cut_off], logs)
-    stored = {v for _, v in logs[old.name]}
-    assert not any(op.value in stored for op in cut_off.produces), "unacknowledged suffix kept"
+    # Its suffix is gone: those offsets now hold what the majority acknowledged (the checker
+    # has already placed every acknowledged record; this names the failure if not).
+    cut_values = {op.value for op in cut_off.produces}
+    held = dict(logs[old.name])
+    assert not [o for o in suffix if held.get(o) in cut_values], "unacknowledged suffix kept"
+    # A cut-off write may still show up later in the log, once: its outcome was unknown
+    # (a node may hand a pending write on to the new leader); the report counts them.
+    print(f"cut-off writes stored after the heal at {report.unknown_present}; {report.summary()}")
     assert report.acknowledged == 20
+    assert not report.duplicate_values
 
 
 @pytest.mark.timeout(120)

@@ -215,3 +215,47 @@ async def test_metrics_show_role_term_commit_and_peer_lag(three: list[Member]) -
     for name in ("n1", "n2", "n3"):
         if name != leader.name:
             assert f'proglog_raft_peer_lag_entries{{peer="{name}"}}' in text
+
+
+async def test_a_linearizable_read_on_a_follower_sees_the_last_acknowledged_write(
+    three: list[Member],
+) -> None:
+    await _until(lambda: _leader(three) is not None, what="a leader")
+    leader = _leader(three)
+    assert leader is not None and leader.cluster.commit_log is not None
+    for follower in (m for m in three if m is not leader):
+        assert follower.cluster.commit_log is not None
+        offset = await leader.cluster.commit_log.append([Record(follower.name.encode())])
+        await follower.cluster.commit_log.read_barrier()
+        # No waiting: the barrier returned only once the follower applied the write.
+        assert follower.cluster.commit_log.read(offset).value == follower.name.encode()
+
+
+async def test_a_read_barrier_without_a_leader_fails(tmp_path: Path) -> None:
+    lone = await _start(tmp_path, "alone", join=[], bootstrap=False)
+    try:
+        assert lone.cluster.commit_log is not None
+        with pytest.raises(NotLeader):
+            await lone.cluster.commit_log.read_barrier()
+    finally:
+        await lone.close()
+
+
+async def test_pods_started_together_form_one_cluster(tmp_path: Path) -> None:
+    # A StatefulSet started in parallel: pod 0 bootstraps (and knows the others'
+    # addresses, as the chart gives it), the others join; all at once.
+    gossip = {name: f"127.0.0.1:{free_port()}" for name in ("p0", "p1", "p2")}
+    starts = [
+        _start(
+            tmp_path, "p0", join=[gossip["p1"], gossip["p2"]], bootstrap=True, gossip=gossip["p0"]
+        ),
+        _start(tmp_path, "p1", join=[gossip["p0"]], bootstrap=False, gossip=gossip["p1"]),
+        _start(tmp_path, "p2", join=[gossip["p0"]], bootstrap=False, gossip=gossip["p2"]),
+    ]
+    members = list(await asyncio.gather(*starts))
+    try:
+        await _until(lambda: all(_voters(m) == 3 for m in members), what="one cluster of three")
+        assert _leader(members) is not None
+    finally:
+        for m in members:
+            await m.close()

@@ -99,15 +99,22 @@ class ConsumeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OFFSET_FIELD_NUMBER: _builtins.int
+    LINEARIZABLE_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
+    linearizable: _builtins.bool
+    """Read only once this node has applied everything the leader had committed
+    when asked (Raft ReadIndex): never older than a write acknowledged before
+    the call. Costs a round trip to the leader; a single node ignores it.
+    """
     def __init__(
         self,
         *,
         offset: _builtins.int = ...,
+        linearizable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["linearizable", b"linearizable", "offset", b"offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -260,6 +267,7 @@ class FetchRequest(_message.Message):
     MAX_RECORDS_FIELD_NUMBER: _builtins.int
     MAX_BYTES_FIELD_NUMBER: _builtins.int
     MAX_WAIT_MS_FIELD_NUMBER: _builtins.int
+    LINEARIZABLE_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
     max_records: _builtins.int
     """0 = server default"""
@@ -267,6 +275,8 @@ class FetchRequest(_message.Message):
     """0 = server default"""
     max_wait_ms: _builtins.int
     """0 = answer at once"""
+    linearizable: _builtins.bool
+    """as in ConsumeRequest"""
     def __init__(
         self,
         *,
@@ -274,10 +284,11 @@ class FetchRequest(_message.Message):
         max_records: _builtins.int = ...,
         max_bytes: _builtins.int = ...,
         max_wait_ms: _builtins.int = ...,
+        linearizable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_bytes", b"max_bytes", "max_records", b"max_records", "max_wait_ms", b"max_wait_ms", "offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["linearizable", b"linearizable", "max_bytes", b"max_bytes", "max_records", b"max_records", "max_wait_ms", b"max_wait_ms", "offset", b"offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -174,6 +174,8 @@ class LogServicer(log_pb2_grpc.LogServicer):
     async def Consume(
         self, request: log_pb2.ConsumeRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ConsumeResponse:
+        if request.linearizable:
+            await self._service.read_barrier()
         return log_pb2.ConsumeResponse(record=to_pb(self._service.read(request.offset)))
 
     @_rpc_stream
@@ -253,6 +255,8 @@ class LogServicer(log_pb2_grpc.LogServicer):
     async def Fetch(  # type: ignore[override]  # an encoded FetchResponse
         self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
+        if request.linearizable:
+            await self._service.read_barrier()
         fetched = await self._service.fetch_encoded(
             request.offset, request.max_records, request.max_bytes, request.max_wait_ms
         )

@@ -1,0 +1,88 @@
+"""PeerProxy tells which process each connection comes from, and cuts one sender alone."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from pyproglog.testing.cluster import PeerProxy
+
+STEP = 10.0  # bounds a failing wait only
+
+# A child that connects, then echoes lines between its stdin and the connection.
+CHILD = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(float(sys.argv[2]))
+print("connected", flush=True)
+for line in sys.stdin:
+    s.sendall(line.encode())
+    try:
+        print(s.recv(100).decode().strip() or "closed", flush=True)
+    except TimeoutError:
+        print("timeout", flush=True)
+"""
+
+
+@pytest.fixture
+def echo_addr() -> Iterator[str]:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    with listener:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_one_sender_is_cut_and_the_others_pass(echo_addr: str) -> None:
+    children: dict[int, str] = {}
+    with PeerProxy(echo_addr, lambda: dict(children)) as proxy:
+        port = proxy.addr.rsplit(":", 1)[1]
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, port, "0.5"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        children[child.pid] = "child"
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            assert child.stdout.readline().strip() == "connected"
+            mine = socket.create_connection(("127.0.0.1", int(port)))
+            mine.settimeout(STEP)
+
+            def child_says(line: str) -> str:
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write(line + "\n")
+                child.stdin.flush()
+                return child.stdout.readline().strip()
+
+            assert child_says("a") == "a"
+            proxy.cut_sources.add("child")
+            assert child_says("b") == "timeout"  # swallowed, connection still open
+            mine.sendall(b"mine")
+            assert mine.recv(100) == b"mine"  # another sender still passes
+            assert sorted(s or "" for s in proxy.senders) == ["", "child"]
+            proxy.cut_sources.clear()
+            assert child_says("c") == "c"
+            mine.close()
+        finally:
+            child.kill()
+            child.wait()
