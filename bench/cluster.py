@@ -20,8 +20,11 @@ profile `local`, Raft tick 50 ms x 10 election ticks):
              acknowledgments from the SIGTERM until the writer's first
              acknowledged request sent after the process exited.
   catchup    a follower is stopped, --catchup-mb MB of 4 KiB records are
-             produced, the follower is wiped and restarted: time until its
-             GetLogInfo commit_offset and highest_offset match the leader's, MB/s.
+             produced, the follower is restarted: time until its GetLogInfo
+             highest_offset and commit_offset match the leader's, MB/s
+             ("restarted": it replays what it missed). Then the same again with
+             the follower wiped before its restart ("wiped": the whole log).
+             No progress for 60 s fails the round.
   nats       NATS JetStream, 3 servers, a stream with 3 replicas, pipelined
              publish_async with acks (bench/compare.py --r3), 100 B and 4 KiB,
              in the same run: our replicated produce as a ratio of it.
@@ -484,73 +487,90 @@ def phase_faults(root: Path, args: argparse.Namespace, phases: set[str]) -> dict
 # -- catch-up of a wiped follower ---------------------------------------------------------------
 
 
+def restart_and_catch_up(cluster: Cluster, name: str, *, wipe: bool) -> dict[str, Any]:
+    """Restart the stopped node `name` (`wipe`: with no data) and time until its
+    GetLogInfo highest and commit offsets reach what the leader holds now."""
+    leader = cluster.leader()
+    if wipe:
+        cluster.wipe(name)
+    target = cluster.info(leader.name)
+    t0 = time.perf_counter()
+    cluster.restart(name)
+    t_ready = time.perf_counter()
+    # A stalled catch-up is a finding, not a hang: give up after STALL_S without progress.
+    at, moved = (-2, -2), time.perf_counter()
+    while True:
+        try:
+            info = cluster.info(name, 1.0)
+            now_at = (0, 0) if info.empty else (int(info.highest_offset), int(info.commit_offset))
+        except grpc.RpcError:
+            now_at = (-1, -1)
+        now = time.perf_counter()
+        if now_at[0] >= target.highest_offset and now_at[1] >= target.commit_offset:
+            break
+        if now_at != at:
+            at, moved = now_at, now
+        elif now - moved > STALL_S:
+            raise RuntimeError(
+                f"catch-up stalled ({'wiped' if wipe else 'restarted'}): {name} at "
+                f"highest/commit {now_at} for {STALL_S:.0f} s; leader at "
+                f"{target.highest_offset}/{target.commit_offset}"
+            )
+        time.sleep(0.1)
+    done = time.perf_counter()
+    return {"target": target, "seconds": done - t0, "start_s": t_ready - t0}
+
+
 def phase_catchup(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Two rounds on one follower: restarted with its data after missing --catchup-mb
+    (Raft log replay from where it stopped), then stopped, wiped and restarted (the
+    whole log from nothing, as the spec's figure asks)."""
+    out: dict[str, Any] = {}
     cluster = start_cluster(root, "interval", "catchup")
     try:
         leader = cluster.leader()
         follower = cluster.followers(leader)[0]
-        cluster.stop(follower.name)
         size = 4096
-        r = asyncio.run(
-            produce_batches(
-                leader.addr,
-                size,
-                "interval",
-                0,
-                args.catchup_batch,
-                args.in_flight,
-                min_bytes=int(args.catchup_mb * 1e6),
-            )
-        )
-        log(f"  produced {r.records * size / 1e6:.0f} MB with {follower.name} down")
-        cluster.wipe(follower.name)
-        target = cluster.info(leader.name)
-        t0 = time.perf_counter()
-        cluster.restart(follower.name)
-        t_ready = time.perf_counter()
-
-        # A stalled catch-up is a finding, not a hang: give up after STALL_S without progress.
-        seen: list[tuple[int, int, float]] = []  # (highest, commit, when it last moved)
-
-        def matched() -> bool | None:
-            try:
-                info = cluster.info(follower.name, 1.0)
-                now_at = (0, 0) if info.empty else (info.highest_offset, info.commit_offset)
-            except grpc.RpcError:
-                now_at = (-1, -1)
-            now = time.perf_counter()
-            if not seen or now_at != seen[-1][:2]:
-                seen.append((*now_at, now))
-            elif now - seen[-1][2] > STALL_S:
-                raise RuntimeError(
-                    f"catch-up stalled: {follower.name} at highest/commit {now_at} for "
-                    f"{STALL_S:.0f} s; leader at {target.highest_offset}/{target.commit_offset}"
+        for wipe in (False, True):
+            cluster.stop(follower.name)
+            begin = cluster.info(leader.name).size_bytes
+            r = asyncio.run(
+                produce_batches(
+                    leader.addr,
+                    size,
+                    "interval",
+                    0,
+                    args.catchup_batch,
+                    args.in_flight,
+                    min_bytes=int(args.catchup_mb * 1e6),
                 )
-            ok = (
-                now_at[0] >= target.highest_offset
-                and now_at[1] >= target.commit_offset
-                and now_at[0] >= 0
             )
-            return True if ok else None
-
-        while not matched():
-            time.sleep(0.1)
-        done = time.perf_counter()
-        follower_info = cluster.info(follower.name)
-        mb = target.size_bytes / 1e6
-        out = {
-            "leader_log_mb": round(mb, 1),
-            "follower_log_mb": round(follower_info.size_bytes / 1e6, 1),
-            "records": int(target.highest_offset - target.lowest_offset + 1),
-            "start_s": round(t_ready - t0, 3),
-            "seconds": round(done - t0, 3),
-            "mb_per_s": round(mb / (done - t0), 1),
-            "mb_per_s_after_ready": round(mb / max(done - t_ready, 1e-9), 1),
-        }
-        log(f"  catch-up: {mb:.0f} MB in {done - t0:.1f} s = {out['mb_per_s']} MB/s")
-        return out
+            log(f"  produced {r.records * size / 1e6:.0f} MB with {follower.name} down")
+            key = "wiped" if wipe else "restarted"
+            try:
+                got = restart_and_catch_up(cluster, follower.name, wipe=wipe)
+            except Exception as exc:  # keep the other round's figure
+                out[f"{key}_error"] = error_text(exc)
+                log(f"  catch-up ({key}) failed: {out[f'{key}_error'][:300]}")
+                if not follower.alive:
+                    cluster.restart(follower.name)
+                continue
+            target = got["target"]
+            # What the follower had to fetch: everything (wiped) or what it missed.
+            mb = (target.size_bytes - (0 if wipe else begin)) / 1e6
+            out[key] = {
+                "mb": round(mb, 1),
+                "leader_log_mb": round(target.size_bytes / 1e6, 1),
+                "start_s": round(got["start_s"], 3),
+                "seconds": round(got["seconds"], 3),
+                "mb_per_s": round(mb / got["seconds"], 1),
+            }
+            log(f"  catch-up ({key}): {mb:.0f} MB in {got['seconds']:.1f} s")
     finally:
         cluster.close()
+    if "wiped_error" in out and "restarted" not in out:
+        raise RuntimeError(out["wiped_error"])
+    return out
 
 
 # -- NATS JetStream R3 --------------------------------------------------------------------------
@@ -653,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
             report.update(faults)
         if "catchup" in phases:
             report["catchup"] = attempt("catchup", phase_catchup, root, args)
+            for key, value in (report["catchup"] or {}).items():
+                if key.endswith("_error"):
+                    failed[f"catchup ({key.removesuffix('_error')})"] = value
         nats = attempt("nats", phase_nats, args.sizes, args) if "nats" in phases else None
 
     report["produce"] = [r.as_dict() for r in results if r.workload.startswith("produce")]
@@ -686,9 +709,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"writer: acknowledged records not checked: {w['error'][:300]}")
         else:
             print(f"writer: {w['acked']} acknowledged, {w['lost']} lost, {w['duplicated']} dup")
-    if report.get("catchup"):
-        c = report["catchup"]
-        print(f"catch-up: {c['leader_log_mb']} MB in {c['seconds']} s = {c['mb_per_s']} MB/s")
+    for key, c in (report.get("catchup") or {}).items():
+        if key.endswith("_error"):
+            print(f"catch-up {key}: {c[:300]}")
+        else:
+            print(f"catch-up ({key}): {c['mb']} MB in {c['seconds']} s = {c['mb_per_s']} MB/s")
     if nats:
         for size, n in nats.items():
             print(f"NATS JetStream R3 {size} B: {n['records_per_s']:,.0f} rec/s")

@@ -16,7 +16,7 @@ import grpc
 from starlette.types import ASGIApp
 
 from pyproglog.agent.clustering import cluster_mode, cluster_options
-from pyproglog.agent.datadir import DataDirLock
+from pyproglog.agent.datadir import DataDirLock, StartupError
 from pyproglog.agent.listeners import GrpcListener, HttpListener
 from pyproglog.agent.memory import MemoryReleaser
 from pyproglog.agent.retention import apply_retention_periodically
@@ -25,8 +25,10 @@ from pyproglog.auth.acl import Authorizer
 from pyproglog.auth.errors import SecurityError
 from pyproglog.auth.tls import ServerTLS, TLSFiles
 from pyproglog.cluster import ClusterNode
+from pyproglog.cluster.storage import StorageError
 from pyproglog.cluster.transport import peer_max_message_bytes
 from pyproglog.config import Settings
+from pyproglog.discovery import MembershipError
 from pyproglog.limits import ServiceLimits, max_message_bytes
 from pyproglog.log import Log, SyncPolicy
 from pyproglog.observability import NodeMetrics, ObservabilityInterceptor, Tracing
@@ -280,7 +282,10 @@ class Agent:
             options,
             sync_always=self.settings.sync_policy is SyncPolicy.ALWAYS,
         )
-        await self.cluster.open()
+        try:
+            await self.cluster.open()
+        except StorageError as exc:  # the one line the operator sees
+            raise StartupError(f"cluster state in {self.settings.data_dir}: {exc}") from None
         if self.metrics is not None:
             self.metrics.watch_cluster(self.cluster.figures)
 
@@ -290,7 +295,10 @@ class Agent:
 
     async def _join_cluster(self) -> None:
         if self.cluster is not None:
-            await self.cluster.join()
+            try:
+                await self.cluster.join()
+            except MembershipError as exc:
+                raise StartupError(str(exc)) from None
 
     async def _part_cluster(self) -> None:
         if self.cluster is not None:

@@ -225,7 +225,10 @@ class Node:
         ]
         if self.proxy is not None:
             args += ["--advertise-addr", self.proxy.addr]
-        args += ["--bootstrap"] if self.bootstrap else ["--start-join-addrs", ",".join(self.join)]
+        if self.bootstrap:
+            args.append("--bootstrap")
+        for seed in self.join:  # the flag repeats, one seed each
+            args += ["--start-join-addrs", seed]
         return args + self.args
 
     def output(self) -> str:

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.deploy.chart import Pod
+
+
+@pytest.fixture
+def pods() -> Iterator[list[Pod]]:
+    """Pods a test starts; whatever still runs at its end is killed."""
+    started: list[Pod] = []
+    yield started
+    for pod in started:
+        pod.kill()
