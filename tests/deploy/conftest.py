@@ -14,3 +14,5 @@ def pods() -> Iterator[list[Pod]]:
     yield started
     for pod in started:
         pod.kill()
+        # Shown by pytest only when the test failed: what each node said last.
+        print(f"--- {pod.name} (last 40 lines) ---\n" + "".join(pod.output[-40:]))

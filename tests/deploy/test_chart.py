@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,6 @@ from tests.deploy.chart import (
 )
 
 HEADLESS = f"{FULLNAME}-headless"
-
-# Flags the chart sets that `proglog serve` does not have yet: the cluster
-# release adds them (cli.md, "Cluster options"). Until then the node ignores
-# PROGLOG_* variables it does not know.
-PENDING_CLUSTER_FLAGS = {"advertise_addr", "cluster_key_file", "leave_on_shutdown"}
 
 
 def pod_host(ordinal: int) -> str:
@@ -150,8 +146,8 @@ def test_termination_grace_is_above_the_drain(grace: float) -> None:
 
 
 def test_env_names_are_proglog_settings() -> None:
-    """Every PROGLOG_* variable names a setting (or a pending cluster flag):
-    a typo would be ignored by the node, silently."""
+    """Every PROGLOG_* variable names a setting: a typo would be ignored by the
+    node, silently."""
     values: dict[str, Any] = {
         "tls": {"enabled": True},
         "acl": {"enabled": True},
@@ -159,7 +155,7 @@ def test_env_names_are_proglog_settings() -> None:
     }
     c = container(render(values))
     names = set(plain_env(c)) | set(exec_env(c, f"{FULLNAME}-1"))
-    fields = set(Settings.model_fields) | PENDING_CLUSTER_FLAGS
+    fields = set(Settings.model_fields)
     proglog = {n for n in names if n.startswith("PROGLOG_") and n != "PROGLOG_HEALTHCHECK_TIMEOUT"}
     unknown = {n for n in proglog if n.removeprefix("PROGLOG_").lower() not in fields}
     assert not unknown
@@ -168,6 +164,52 @@ def test_env_names_are_proglog_settings() -> None:
     assert env["PROGLOG_RETENTION_BYTES"] == str(1 << 30)
     assert env["PROGLOG_METRICS"] == "false"
     assert env["PROGLOG_NODE_NAME"] == f"{FULLNAME}-1"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCount": 3, "tls": {"enabled": True}, "acl": {"enabled": True}},
+        {"replicaCount": 3, "cluster": {"leaveOnShutdown": True, "bootstrap": False}},
+        {
+            "replicaCount": 2,
+            "externalAccess": {"enabled": True, "type": "NodePort", "hosts": ["a.example", "b"]},
+        },
+        {"replicaCount": 1, "externalAccess": {"enabled": True, "hosts": ["34.1.2.3"]}},
+    ],
+    ids=["tls-acl", "leave-no-bootstrap", "nodeport", "loadbalancer"],
+)
+def test_every_pod_env_is_a_valid_node_configuration(
+    values: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What each pod's node is exec'd with, read by the node's own settings loader:
+    the values have the formats the node takes (advertise HOST[:PORT], booleans,
+    join lists, the cluster key path)."""
+    c = container(render(values))
+    for ordinal in range(values["replicaCount"]):
+        env = exec_env(c, f"{FULLNAME}-{ordinal}")
+        for name in [n for n in os.environ if n.startswith("PROGLOG_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            if name.startswith("PROGLOG_") and name != "PROGLOG_HEALTHCHECK_TIMEOUT":
+                monkeypatch.setenv(name, value)
+        s = Settings.load()
+        assert s.node_name == f"{FULLNAME}-{ordinal}"
+        assert s.cluster_key_file == Path("/etc/proglog/cluster-key/cluster.key")
+        assert s.leave_on_shutdown is values.get("cluster", {}).get("leaveOnShutdown", False)
+        assert s.bootstrap is (ordinal == 0 and values.get("cluster", {}).get("bootstrap", True))
+        others = [i for i in range(values["replicaCount"]) if i != ordinal]
+        assert s.start_join_addrs == [pod_host(i) + ":8401" for i in others]
+        external = values.get("externalAccess", {})
+        if not external:
+            assert s.advertise_rpc_addr == pod_host(ordinal) + ":8400"
+        elif external.get("type") == "NodePort":
+            # The node port, not the one the node listens on.
+            host = external["hosts"][ordinal]
+            assert s.advertise_rpc_addr == f"{host}:{30400 + ordinal}"
+            assert s.advertise_host == host
+        else:
+            assert s.advertise_rpc_addr == external["hosts"][ordinal] + ":8400"
 
 
 def test_chart_owned_flags_are_refused_in_config() -> None:
@@ -179,11 +221,16 @@ def test_unknown_values_are_refused() -> None:
     assert "replicas" in render_error({"replicas": 3})
 
 
-def test_bootstrap_only_on_ordinal_0_and_the_others_join() -> None:
+def test_bootstrap_only_on_ordinal_0_and_every_pod_joins_the_others() -> None:
     c = container(render({"replicaCount": 3}))
     first = exec_env(c, f"{FULLNAME}-0")
     assert first["PROGLOG_BOOTSTRAP"] == "true"
-    assert "PROGLOG_START_JOIN_ADDRS" not in first
+    # Ordinal 0 joins through the others too: with no state it finds the
+    # cluster there (its volume was lost) instead of founding a second one.
+    assert first["PROGLOG_START_JOIN_ADDRS"].split(",") == [
+        pod_host(1) + ":8401",
+        pod_host(2) + ":8401",
+    ]
     assert first["PROGLOG_ADVERTISE_ADDR"] == pod_host(0)
     for ordinal in (1, 2):
         env = exec_env(c, f"{FULLNAME}-{ordinal}")
@@ -202,6 +249,12 @@ def test_ordinal_0_joins_instead_when_bootstrap_is_off() -> None:
         pod_host(1) + ":8401",
         pod_host(2) + ":8401",
     ]
+
+
+def test_a_single_node_bootstraps_with_nothing_to_join() -> None:
+    env = exec_env(container(render({"replicaCount": 1})), f"{FULLNAME}-0")
+    assert env["PROGLOG_BOOTSTRAP"] == "true"
+    assert "PROGLOG_START_JOIN_ADDRS" not in env
 
 
 def test_scaled_up_pod_joins_through_all_others() -> None:
@@ -369,8 +422,15 @@ def test_acl_policy_names_the_node_subject_for_replication() -> None:
     node_cert = _cert(one(objs, "Secret", f"{FULLNAME}-tls")["data"]["tls.crt"])
     cn = node_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert cn == FULLNAME
-    assert f"p, {FULLNAME}, *, replicate" in policy.splitlines()
-    assert "p, root, *, produce" in policy.splitlines()
+    # The grants of config/example/policy.csv, with the chart's node subject.
+    example = (ROOT / "config" / "example" / "policy.csv").read_text().splitlines()
+    grants = {line for line in example if line.startswith("p, ")}
+    assert grants == {"p, root, *, produce", "p, root, *, consume", "p, root, *, admin"} | {
+        "p, proglog server, *, replicate"
+    }
+    assert set(policy.splitlines()) == (grants - {"p, proglog server, *, replicate"}) | {
+        f"p, {FULLNAME}, *, replicate"
+    }
 
 
 def test_cluster_key_is_32_random_bytes_base64() -> None:
@@ -443,7 +503,9 @@ def test_external_access_gives_each_pod_its_service_and_address(kind: str) -> No
         assert (svc["spec"].get("loadBalancerIP") == hosts[i]) == (
             kind == "LoadBalancer" and i == 0
         )
-        assert exec_env(c, f"{FULLNAME}-{i}")["PROGLOG_ADVERTISE_ADDR"] == hosts[i]
+        # A NodePort is advertised with its port: what GetServers must name.
+        advertised = hosts[i] if kind == "LoadBalancer" else f"{hosts[i]}:{30400 + i}"
+        assert exec_env(c, f"{FULLNAME}-{i}")["PROGLOG_ADVERTISE_ADDR"] == advertised
 
 
 def test_external_access_needs_a_host_per_pod() -> None:
@@ -523,5 +585,5 @@ def test_reserved_flags_agree_between_schema_and_template() -> None:
     in_template = set(re.findall(r'"([a-z-]+)"', m[1]))
     assert in_schema == in_template
     # --config-file is the command's own option, not a setting.
-    fields = set(Settings.model_fields) | PENDING_CLUSTER_FLAGS | {"config_file"}
+    fields = set(Settings.model_fields) | {"config_file"}
     assert {f.replace("-", "_") for f in in_schema} <= fields

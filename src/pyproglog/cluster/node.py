@@ -310,6 +310,8 @@ class RaftNode:
             raise NotLeaderError(self.leader_addr)
         batch = DataBatch(records=stamp_records(records))
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # The caller may have stopped waiting (timeout) before the outcome is known.
+        fut.add_done_callback(_retrieved)
         self._proposals.append((batch, fut))
         self._wake.set()
         try:
@@ -323,6 +325,7 @@ class RaftNode:
     async def change_conf(self, change: ConfChange, timeout: float) -> None:
         """Propose one membership change and wait until it is committed."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_retrieved)
 
         def call(core: Raft) -> None:
             if core.role is not Role.LEADER:
@@ -642,3 +645,9 @@ class RaftNode:
             if pr is not None and pr.state is ProgressState.REPLICATE and last - pr.match <= 16:
                 out.append(pid)
         return out
+
+
+def _retrieved(fut: asyncio.Future[int]) -> None:
+    """Mark an outcome seen, so one nobody waits for any more is not logged as lost."""
+    if not fut.cancelled():
+        fut.exception()

@@ -479,7 +479,9 @@ class PeerTransport:
         call = multicallable()
         call.add_done_callback(lambda _: peer.wake.set())
         try:
+            _log.debug("connecting to peer %d at %s", peer.node, addr)
             await call.wait_for_connection()
+            _log.debug("connected to peer %d at %s", peer.node, addr)
             peer.connected = True
             while True:
                 while peer.queue and not call.done() and peer.addr == addr:

@@ -497,7 +497,18 @@ class Raft:
                 self._handle_append(m)
             elif t is MsgType.HEARTBEAT:
                 self.log.commit_to(m.commit)
-                self._send(MsgType.HEARTBEAT_RESP, m.frm, context=m.context)
+                # The leader sends a commit no higher than what we acknowledged in its
+                # term; having less means our disk lost entries (wiped, or unsynced
+                # under a lax sync policy). Say so, or the leader, believing we have
+                # them, would send us nothing but heartbeats forever.
+                last = self.log.last_index()
+                self._send(
+                    MsgType.HEARTBEAT_RESP,
+                    m.frm,
+                    context=m.context,
+                    reject=last < m.commit,
+                    index=last,
+                )
             else:
                 self._handle_snapshot(m)
         elif t is MsgType.TIMEOUT_NOW:
@@ -645,6 +656,11 @@ class Raft:
         elif t is MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            if m.reject and m.index < pr.match:
+                # The follower lost entries it had acknowledged: find its real end.
+                # (Commits already made stand: they were on a majority when made.)
+                pr.match = m.index
+                pr.become_probe()
             if (
                 pr.state is ProgressState.SNAPSHOT
                 and self._now - pr.snapshot_sent_at >= self.cfg.election_tick

@@ -100,7 +100,9 @@ class Message:
     - APPEND: `index`/`log_term` = the entry before `entries`; `commit` = the leader's commit.
     - APPEND_RESP: `index` = the follower's last matching index on success, the rejected
       `index` on reject, with `reject_hint`/`log_term` for fast backtracking.
-    - HEARTBEAT(_RESP): `commit`, and `context` echoing a read-index round.
+    - HEARTBEAT(_RESP): `commit`, and `context` echoing a read-index round; the response
+      carries the follower's last `index`, with `reject` when that is below the commit the
+      heartbeat sent (the follower lost entries it had acknowledged).
     - SNAPSHOT: `snapshot` metadata only.
     - READ_INDEX(_RESP): `context` names the request; the response's `index` is the read index.
     """

@@ -158,7 +158,8 @@ class LogService:
             self._pending_wakeup.clear()
             while self._pending:
                 group = self._take_group()
-                await self._commit(group)
+                if group:
+                    await self._commit(group)
             if self._closing.is_set() and not self._pending:
                 return
 
@@ -167,6 +168,11 @@ class LogService:
         count = 0
         while self._pending and (not group or count < self.limits.max_group_records):
             item = self._pending.popleft()
+            if item.future.done():
+                # Its caller is gone (cancelled: a deadline, a closed stream) before
+                # the write began: it told its client nothing was known, so nothing is
+                # written, rather than a record turning up after the client gave up.
+                continue
             group.append(item)
             count += len(item.records)
         return group

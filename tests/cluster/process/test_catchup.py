@@ -33,12 +33,6 @@ def fill(cluster: Cluster, volume: int, tag: str) -> int:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=False,
-    reason="runtime (2026-12-06): a wiped voter restarts in 'no cluster state yet: waiting "
-    "for the leader to add' and the leader, which still counts it as a voter, sends it "
-    "nothing; only the snapshot path (leader's start removed by retention) catches it up",
-)
 def test_a_wiped_follower_catches_up(cluster: Cluster) -> None:
     last = fill(cluster, 4 << 20, "w")
     leader = cluster.leader()
@@ -47,7 +41,7 @@ def test_a_wiped_follower_catches_up(cluster: Cluster) -> None:
     cluster.stop(follower.name)
     cluster.wipe(follower.name)
     cluster.restart(follower.name)
-    assert cluster.wait_converged(timeout=30) == last + 1
+    assert cluster.wait_converged(timeout=15) == last + 1
     assert cluster.read_log(follower.name) == cluster.read_log(leader.name)
     assert cluster.info(follower.name).lowest_offset == 0
 
