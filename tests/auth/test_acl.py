@@ -21,7 +21,10 @@ def test_example_policy(acl_files: tuple[Path, Path]) -> None:
     acl = Authorizer(*acl_files)
     assert acl.allowed("root", "produce")
     assert acl.allowed("root", "consume")
-    assert not acl.allowed("root", "admin")
+    assert acl.allowed("root", "admin")  # proglog servers remove
+    assert not acl.allowed("root", "replicate")  # only nodes replicate
+    assert acl.allowed("proglog server", "replicate")
+    assert not acl.allowed("proglog server", "produce")
     assert not acl.allowed("root", "produce", obj="other")
     assert not acl.allowed("nobody", "produce")
     assert not acl.allowed("nobody", "consume")

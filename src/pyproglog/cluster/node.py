@@ -170,8 +170,6 @@ class RaftNode:
                 await asyncio.to_thread(storage.bootstrap, ConfState(frozenset({self.id})))
             else:
                 _log.info("no cluster state yet: waiting for the leader to add %s", self.name)
-        elif bootstrap:
-            _log.info("cluster state found in the data directory: rejoining, not bootstrapping")
         # Who was where at the last membership change; gossip then keeps it current.
         self.learn_addresses(storage.addresses())
         hs = storage.hard_state()

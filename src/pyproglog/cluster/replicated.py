@@ -9,6 +9,7 @@ every read is bounded by the committed end, and tailing wakes on commit.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import grpc
@@ -46,8 +47,27 @@ class ReplicatedLog:
         if node.leader == NONE and not await node.wait_for_leader(self.leader_wait):
             raise NotLeader(None)
         if node.is_leader:
-            return await node.propose(records, self.write_timeout)
+            try:
+                return await node.propose(records, self.write_timeout)
+            except NotLeader:
+                # Refused before it was proposed (leadership is moving: a transfer on
+                # SIGTERM, or just lost): nothing was written, so it may go to the
+                # leader that takes over, and the producer sees no error.
+                if not await self._leader_elsewhere():
+                    raise
         return await self._forward(records)
+
+    async def _leader_elsewhere(self) -> bool:
+        """Wait (up to leader_wait) for another node to lead; whether one does."""
+        node = self.node
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.leader_wait
+        while node.is_leader or node.leader == NONE or node.leader_addr is None:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await node.wait_changed(left)
+        return True
 
     async def _forward(self, records: Sequence[RecordLike]) -> int:
         node = self.node

@@ -155,7 +155,10 @@ class ClusterNode:
         a first node whose disk was lost and that comes back with `--bootstrap`
         (a StatefulSet's pod 0 given the others as join addresses) must rejoin the
         cluster that goes on without it, not found a second one beside it."""
-        if not self.options.bootstrap or self._had_state:
+        if not self.options.bootstrap:
+            return False
+        if self._had_state:
+            _log.info("cluster state found in the data directory: rejoining, not bootstrapping")
             return False
         assert self.membership is not None
         others = [

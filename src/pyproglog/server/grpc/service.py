@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -291,16 +292,8 @@ class LogServicer(log_pb2_grpc.LogServicer):
             term=rep.term,
             leader_id=rep.leader_id or "",
             leader_addr=rep.leader_addr or "",
-            replicas=[
-                log_pb2.ReplicaState(
-                    id=r.id,
-                    rpc_addr=r.rpc_addr,
-                    voter=r.voter,
-                    match_index=r.match_index,
-                    lag_entries=r.lag_entries,
-                )
-                for r in rep.replicas
-            ],
+            # Field for field: the same names on the wire as in the result.
+            replicas=[log_pb2.ReplicaState(**dataclasses.asdict(r)) for r in rep.replicas],
         )
 
     @_rpc

@@ -15,6 +15,7 @@ transports.
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures,
 # whose Query(...) descriptions use the service's limits from create_app's scope.
+import dataclasses
 import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -251,16 +252,8 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
             term=rep.term,
             leader_id=rep.leader_id,
             leader_addr=rep.leader_addr,
-            replicas=[
-                ReplicaState(
-                    id=r.id,
-                    rpc_addr=r.rpc_addr,
-                    voter=r.voter,
-                    match_index=r.match_index,
-                    lag_entries=r.lag_entries,
-                )
-                for r in rep.replicas
-            ],
+            # Field for field: the same names on the wire as in the result.
+            replicas=[ReplicaState(**dataclasses.asdict(r)) for r in rep.replicas],
         )
 
     @v1.get(
