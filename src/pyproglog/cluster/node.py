@@ -59,6 +59,8 @@ __all__ = ["NodeStatus", "PeerStatus", "RaftNode", "RaftTiming"]
 
 _log = logging.getLogger("pyproglog.cluster")
 
+# Replication bytes in flight to one follower (the core's window).
+INFLIGHT_BYTES = 16 << 20
 # Bytes a record costs beyond its value in a Raft size budget (frame overhead, roughly).
 _RECORD_OVERHEAD = 64
 
@@ -177,6 +179,9 @@ class RaftNode:
             id=self.id,
             election_tick=self.timing.election_ticks,
             heartbeat_tick=self.timing.heartbeat_ticks,
+            # Well under the transport's per-peer queue (64 MiB): the core's window,
+            # not a full queue dropping messages, is what paces a follower catching up.
+            max_inflight_bytes=INFLIGHT_BYTES,
         )
         self.core = core = Raft(cfg, storage, self._rng, applied=hs.commit)
         self.term = core.term

@@ -21,7 +21,7 @@ import contextlib
 import logging
 
 from pyproglog.cluster.node import RaftNode
-from pyproglog.discovery import Member, MemberEvent, Membership, MemberStatus
+from pyproglog.discovery import EventKind, Member, MemberEvent, Membership, MemberStatus
 from pyproglog.raft import ConfChange, ConfChangeKind, ConfChangeRejected
 
 __all__ = ["Reconciler"]
@@ -64,6 +64,10 @@ class Reconciler:
 
     def _on_event(self, event: MemberEvent) -> None:
         self._learn([event.member])
+        nid = event.member.node_id
+        if nid is not None and event.kind in (EventKind.JOINED, EventKind.RECOVERED):
+            # Back (a restart, a healed partition): no need to wait out a retry backoff.
+            self.node.transport.retry_now(nid)
         self._wake.set()
 
     def _learn(self, members: list[Member]) -> None:

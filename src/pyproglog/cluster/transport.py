@@ -247,6 +247,8 @@ class _Peer:
         self.up = True
         self.connected = False
         self.wake = asyncio.Event()
+        # Set to cut a retry's backoff short (gossip saw the peer come back).
+        self.retry = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.channel: grpc.aio.Channel | None = None
         self.channel_addr: str | None = None
@@ -254,6 +256,17 @@ class _Peer:
     def clear(self) -> None:
         self.queue.clear()
         self.queued_bytes = 0
+
+
+async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `event` is set (and clear it). asyncio.wait, not
+    wait_for: in 3.11 wait_for can swallow a cancellation that lands as it times out."""
+    event.clear()
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
 
 
 class _StreamEnded(Exception):
@@ -338,6 +351,12 @@ class PeerTransport:
             peer.queue.append(data)
             peer.queued_bytes += len(data)
             peer.wake.set()
+
+    def retry_now(self, node_id: int) -> None:
+        """Reconnect to `node_id` now if its stream is waiting to retry (it is back)."""
+        peer = self._peers.get(node_id)
+        if peer is not None:
+            peer.retry.set()
 
     def take_unreachable(self) -> set[int]:
         """Peers that missed a message since the last call."""
@@ -457,7 +476,7 @@ class PeerTransport:
             peer.clear()
             peer.up = False
             self._unreachable.add(peer.node)
-            await asyncio.sleep(backoff)
+            await _sleep_unless(peer.retry, backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
             peer.up = True
 
