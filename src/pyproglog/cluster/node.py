@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pyproglog.cluster.payload import DataBatch, StoredBatch, stamp_records
+from pyproglog.cluster.payload import DataBatch, StoredBatch, now_ms
 from pyproglog.cluster.storage import LogStorage
 from pyproglog.cluster.transport import PeerTransport
 from pyproglog.log import Log, RecordLike
@@ -61,6 +62,7 @@ _log = logging.getLogger("pyproglog.cluster")
 
 # Replication bytes in flight to one follower (the core's window).
 INFLIGHT_BYTES = 16 << 20
+_value = operator.attrgetter("value")
 # Bytes a record costs beyond its value in a Raft size budget (frame overhead, roughly).
 _RECORD_OVERHEAD = 64
 
@@ -311,7 +313,8 @@ class RaftNode:
         """
         if not self.is_leader:
             raise NotLeaderError(self.leader_addr)
-        batch = DataBatch(records=stamp_records(records))
+        # Stamped once here: every replica stores the same time for each record.
+        batch = DataBatch(records=records, stamp_ms=now_ms())
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # The caller may have stopped waiting (timeout) before the outcome is known.
         fut.add_done_callback(_retrieved)
@@ -496,7 +499,8 @@ class RaftNode:
             batch, fut = proposals.popleft()
             if fut.done():
                 continue
-            size = sum(len(r.value) + _RECORD_OVERHEAD for r in batch.records)
+            records = batch.records
+            size = sum(map(len, map(_value, records))) + _RECORD_OVERHEAD * len(records)
             try:
                 idx = core.propose(batch, size)
             except (NotLeader, ProposalDropped):

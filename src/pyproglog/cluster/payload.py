@@ -18,47 +18,52 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyproglog.api.v1 import log_pb2
-from pyproglog.log import Record, RecordLike
+from pyproglog.log import RecordLike
 
-__all__ = ["DataBatch", "StoredBatch", "encode_records", "stamp_records"]
+__all__ = ["DataBatch", "StoredBatch", "encode_records", "now_ms"]
 
 
-def encode_records(records: Sequence[RecordLike]) -> bytes:
-    """The records as repeated `log.v1.Record` field 1 (term and offset left out)."""
+def encode_records(records: Sequence[RecordLike], stamp_ms: int = 0) -> bytes:
+    """The records as repeated `log.v1.Record` field 1, a record without a time of its
+    own stamped with `stamp_ms` (a client's offset and term are never stored)."""
     resp = log_pb2.FetchResponse()
-    add = resp.records.add
-    for r in records:
-        add(value=r.value, type=r.type, timestamp_ms=r.timestamp_ms)
+    pbs = [r for r in records if type(r) is log_pb2.Record]
+    if len(pbs) == len(records):
+        resp.records.extend(pbs)  # copied in C; then only the stamps in Python
+        if stamp_ms:
+            for pb in resp.records:
+                if not pb.timestamp_ms:
+                    pb.timestamp_ms = stamp_ms
+    else:
+        add = resp.records.add
+        for r in records:
+            add(value=r.value, type=r.type, timestamp_ms=r.timestamp_ms or stamp_ms)
     return resp.SerializeToString()
 
 
-def stamp_records(records: Sequence[RecordLike]) -> Sequence[RecordLike]:
-    """Records with their timestamps set. The node that takes the write stamps
-    "now" once, so every replica stores the same time (a 0 would be stamped
-    again by each node's own clock when it appends)."""
-    if all(r.timestamp_ms for r in records):
-        return records
-    now = time.time_ns() // 1_000_000
-    return [
-        r if r.timestamp_ms else Record(r.value, type=r.type, timestamp_ms=now) for r in records
-    ]
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class DataBatch:
     """Records in memory. Build from `records` (leader) or from `encoded` (wire)."""
 
-    __slots__ = ("_encoded", "_records", "count")
+    __slots__ = ("_encoded", "_records", "count", "stamp_ms")
 
     def __init__(
         self,
         records: Sequence[RecordLike] | None = None,
         encoded: bytes | None = None,
         count: int | None = None,
+        stamp_ms: int = 0,
     ) -> None:
         if records is None and encoded is None:
             raise ValueError("a DataBatch needs records or their encoding")
         self._records = records
         self._encoded = encoded
+        # The time records without their own are stored with, on every replica
+        # (0: they all have one, as records that came over the wire do).
+        self.stamp_ms = stamp_ms
         if count is None:
             count = len(records) if records is not None else len(self.records)
         self.count = count
@@ -74,7 +79,7 @@ class DataBatch:
     def encoded(self) -> bytes:
         if self._encoded is None:
             assert self._records is not None
-            self._encoded = encode_records(self._records)
+            self._encoded = encode_records(self._records, self.stamp_ms)
         return self._encoded
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import grpc
 
 from pyproglog.cluster.node import RaftNode
-from pyproglog.cluster.payload import DataBatch, stamp_records
+from pyproglog.cluster.payload import DataBatch, now_ms
 from pyproglog.cluster.transport import relayed_error
 from pyproglog.log import EncodedRange, Log, LogInfo, OffsetOutOfRange, Record, RecordLike
 from pyproglog.raft import NONE, Role
@@ -74,7 +74,7 @@ class ReplicatedLog:
         leader = node.leader
         if leader == NONE or node.leader_addr is None:
             raise NotLeader(node.leader_addr)
-        batch = DataBatch(records=stamp_records(records))
+        batch = DataBatch(records=records, stamp_ms=now_ms())
         try:
             return await node.transport.forward(leader, batch, self.write_timeout)
         except grpc.aio.AioRpcError as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -71,9 +72,12 @@ class _Meta(NamedTuple):
     size: int
 
 
+_value = operator.attrgetter("value")
+
+
 def _batch_bytes(records: Sequence[RecordLike]) -> int:
     """Stored bytes of a batch: the same sum `Log.append_batch` computes."""
-    return sum(len(r.value) for r in records) + len(records) * FRAME_OVERHEAD
+    return sum(map(len, map(_value, records))) + len(records) * FRAME_OVERHEAD
 
 
 class LogStorage:
@@ -347,7 +351,9 @@ class LogStorage:
                 records = p.records
                 if not records:
                     raise StorageError(f"entry {e.index}: a DATA entry without records")
-                offset = log.append_batch(records, term=e.term, consensus_index=e.index)
+                offset = log.append_batch(
+                    records, term=e.term, consensus_index=e.index, timestamp_ms=p.stamp_ms or None
+                )
                 out[j] = offset
                 self._cached(
                     e.index,

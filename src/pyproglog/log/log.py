@@ -154,7 +154,12 @@ class Log(LogReads):
         return offset
 
     def append_batch(
-        self, records: Sequence[RecordLike], *, term: int = 0, consensus_index: int = 0
+        self,
+        records: Sequence[RecordLike],
+        *,
+        term: int = 0,
+        consensus_index: int = 0,
+        timestamp_ms: int | None = None,
     ) -> int:
         """Append `records` as one entry at contiguous offsets; the first offset.
 
@@ -173,7 +178,9 @@ class Log(LogReads):
             if biggest > limit:
                 raise RecordTooLarge(biggest, limit)
         total = value_bytes + len(records) * FRAME_OVERHEAD
-        now = _now_ms()
+        # Records without a time of their own get this one: now, or the time the
+        # leader of a cluster stamped the entry with (so replicas store the same).
+        now = timestamp_ms or _now_ms()
         with self._lock:
             self._check_writable()
             first = self._segments[-1].next_offset
