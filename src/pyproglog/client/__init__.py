@@ -1,10 +1,13 @@
-"""A typed, synchronous client for one Proglog server.
+"""A typed, synchronous client for one Proglog server, or routed over a cluster.
 
 from pyproglog.client import Client
 
 with Client("127.0.0.1:8400") as log:
     offset = log.produce(b"hello")
     print(log.consume(offset).value)
+
+with Client(["10.0.0.1:8400", "10.0.0.2:8400"]) as log:  # writes to the leader,
+    log.produce(b"hello")                                 # reads to the followers
 """
 
 from pyproglog.client._client import DEFAULT_TIMEOUT, Client, RecordInput, Value

@@ -1,16 +1,18 @@
-"""A synchronous client for one Proglog server."""
+"""A synchronous client for one Proglog server, or routed over a cluster."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 
-from pyproglog.api.raft.v1 import raft_pb2, raft_pb2_grpc
-from pyproglog.api.v1 import log_pb2, log_pb2_grpc
-from pyproglog.client._errors import ClientClosed, ClientError, Unreachable, from_rpc_error
+from pyproglog.api.raft.v1 import raft_pb2
+from pyproglog.api.v1 import log_pb2
+from pyproglog.client import _routing
+from pyproglog.client._errors import ClientClosed, Unreachable, from_rpc_error
+from pyproglog.client._routing import DEFAULT_REFRESH_INTERVAL, Conn, Kind, ReadFrom, Router
 from pyproglog.client._tls import ClientTLS
 from pyproglog.client._types import (
     FetchResult,
@@ -51,19 +53,46 @@ class Client:
     above the default: it sizes the largest message the client accepts.
     Failures raise `ClientError` subclasses, never `grpc.RpcError`.
     The client is thread-safe; `close()` it, or use it as a context manager.
+
+    **Routing.** Given a list of bootstrap addresses (or `routing=True` with
+    one), the client works on the whole cluster: it asks GetServers, keeps a
+    channel per server, sends writes to the leader and reads round-robin to the
+    followers (the leader when there are none; every read to the leader with
+    `read_from="leader"`, for read-your-writes). It refreshes its view every
+    `refresh_interval` seconds (on the next call) and whenever a call fails
+    with UNAVAILABLE, going straight to the leader a NOT_LEADER answer names.
+    Failed calls are retried with exponential backoff and jitter within
+    `timeout`: reads after any UNAVAILABLE, writes only when they were surely
+    not taken (NOT_LEADER, SHUTTING_DOWN, no connection). A write whose outcome
+    is unknown (NO_QUORUM, connection lost mid-call) is raised, as is
+    `Unreachable` naming every address tried when no server answers in time.
+    With a single address string and no `routing=`, every call goes to that
+    server, as before (`info()` then describes that very node).
+    `linearizable=True` makes reads (consume, fetch) linearizable by default.
     """
 
     def __init__(
         self,
-        addr: str,
+        addr: str | Sequence[str],
         *,
         tls: ClientTLS | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         options: Iterable[tuple[str, Any]] = (),
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        routing: bool | None = None,
+        read_from: ReadFrom = "followers",
+        linearizable: bool = False,
+        refresh_interval: float | None = DEFAULT_REFRESH_INTERVAL,
     ) -> None:
-        self.addr = addr
+        seeds = [addr] if isinstance(addr, str) else list(addr)
+        if not seeds:
+            raise ValueError("Client needs at least one address")
+        if read_from not in ("followers", "leader"):
+            raise ValueError(f"read_from must be 'followers' or 'leader', got {read_from!r}")
+        routed = routing if routing is not None else not isinstance(addr, str)
+        self.addr = ",".join(seeds)
         self.timeout = timeout
+        self.linearizable = linearizable
         # Fetch and batch-stream messages are as large as the node's own budget;
         # grpc's 4 MiB default would reject them.
         budget = max_message_bytes(max_record_bytes)
@@ -74,27 +103,36 @@ class Client:
         if tls is not None:
             opts += tls.channel_options()
         opts += list(options)
-        if tls is None:
-            self._channel = grpc.insecure_channel(addr, options=opts)
+        # Read now, so that a bad path fails here and not on the first call.
+        creds = tls.credentials() if tls is not None else None
+
+        def make_channel(target: str) -> grpc.Channel:
+            if creds is None:
+                return grpc.insecure_channel(target, options=opts)
+            return grpc.secure_channel(target, creds, options=opts)
+
+        self._router: Router | None = None
+        # Direct mode's one server; a routed client keeps one Conn per server in
+        # its router. (Whether a server has answered is tracked per Conn, not with
+        # grpc's connectivity watcher: its polling thread raises when the channel
+        # is closed under it.)
+        self._conn: Conn | None = None
+        if routed:
+            self._router = Router(
+                seeds, make_channel, read_from=read_from, refresh_interval=refresh_interval
+            )
         else:
-            self._channel = grpc.secure_channel(addr, tls.credentials(), options=opts)
-        self._stub = log_pb2_grpc.LogStub(self._channel)
-        # The peer service's stub, made on first use (only `remove_server` needs it).
-        self._raft: raft_pb2_grpc.RaftStub | None = None
-        # Raw bytes in and out: only whether the server answers matters.
-        self._health_check = self._channel.unary_unary("/grpc.health.v1.Health/Check")
-        # Whether the server has answered at least once: a deadline passing
-        # before that means "unreachable", after it "slow". (Not tracked with
-        # grpc's connectivity watcher: its polling thread raises when the
-        # channel is closed under it.)
-        self._reached = False
+            self._conn = Conn(seeds[0], make_channel)
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
 
     def close(self) -> None:
         self._closed = True
-        self._channel.close()
+        if self._router is not None:
+            self._router.close()
+        if self._conn is not None:
+            self._conn.close()
 
     def __enter__(self) -> Client:
         return self
@@ -112,8 +150,27 @@ class Client:
 
     @property
     def reached(self) -> bool:
-        """Whether the server has answered this client at least once."""
-        return self._reached
+        """Whether a server has answered this client at least once."""
+        if self._router is not None:
+            return self._router.reached
+        assert self._conn is not None
+        return self._conn.reached
+
+    @property
+    def routing(self) -> bool:
+        """Whether calls are routed over the cluster (see the class doc)."""
+        return self._router is not None
+
+    @property
+    def servers(self) -> list[Server]:
+        """A routed client's last view of the cluster (empty before the first call,
+        and for a direct client)."""
+        return self._router.servers if self._router is not None else []
+
+    @property
+    def leader_addr(self) -> str | None:
+        """The leader a routed client sends writes to; None when not known."""
+        return self._router.leader if self._router is not None else None
 
     # -- calls --------------------------------------------------------------------
 
@@ -121,40 +178,47 @@ class Client:
         t = self.timeout if timeout is None else timeout
         return None if t is None else t + extra
 
-    def _error(
-        self, exc: grpc.RpcError, timeout: float | None, offset: int | None = None
-    ) -> ClientError:
-        return from_rpc_error(
-            exc, addr=self.addr, connected=self._reached, timeout=timeout, offset=offset
-        )
-
-    def _unary(
+    def _call(
         self,
-        method: Callable[..., _T],
-        request: object,
+        kind: Kind,
+        invoke: Callable[[Conn, float | None], _T],
         timeout: float | None,
         *,
         offset: int | None = None,
     ) -> _T:
+        """`invoke(conn, timeout)` on this client's server, or on the routed one with
+        retries; grpc errors become ClientErrors."""
         if self._closed:  # grpc would raise a bare ValueError
             raise ClientClosed()
+        if self._router is not None:
+            resp: _T = _routing.call(self._router, kind, invoke, timeout, offset=offset)
+            return resp
+        conn = self._conn
+        assert conn is not None
         try:
-            resp = method(request, timeout=timeout)
+            resp = invoke(conn, timeout)
         except grpc.RpcError as exc:
-            err = self._error(exc, timeout, offset)
+            err = from_rpc_error(
+                exc, addr=conn.addr, connected=conn.reached, timeout=timeout, offset=offset
+            )
             if not isinstance(err, Unreachable):
-                self._reached = True
+                conn.reached = True
             raise err from None
-        self._reached = True
+        conn.reached = True
         return resp
+
+    def _linearizable(self, linearizable: bool | None) -> bool:
+        return self.linearizable if linearizable is None else linearizable
 
     def produce(self, value: Value, *, timestamp_ms: int = 0, timeout: float | None = None) -> int:
         """Append one record; its offset."""
+        # Durability is the server's: an answer means the record is committed
+        # (on a cluster, on a majority), so it survives a kill -9 of any node.
         req = log_pb2.ProduceRequest(
             record=log_pb2.Record(value=_to_bytes(value), timestamp_ms=timestamp_ms)
         )
-        resp: log_pb2.ProduceResponse = self._unary(
-            self._stub.Produce, req, self._deadline(timeout)
+        resp: log_pb2.ProduceResponse = self._call(
+            "write", lambda c, t: c.stub.Produce(req, timeout=t), self._deadline(timeout)
         )
         return resp.offset
 
@@ -163,17 +227,27 @@ class Client:
 
         Record i of the batch is at the returned offset + i.
         """
+        # Durable once answered, as `produce`: the server acknowledges committed records.
         req = log_pb2.ProduceBatchRequest(records=[_to_pb(r) for r in records])
-        resp: log_pb2.ProduceBatchResponse = self._unary(
-            self._stub.ProduceBatch, req, self._deadline(timeout)
+        resp: log_pb2.ProduceBatchResponse = self._call(
+            "write", lambda c, t: c.stub.ProduceBatch(req, timeout=t), self._deadline(timeout)
         )
         return resp.base_offset
 
-    def consume(self, offset: int, *, timeout: float | None = None) -> Record:
-        """The record at `offset`; OffsetOutOfRange when it is not in the log."""
-        req = log_pb2.ConsumeRequest(offset=offset)
-        resp: log_pb2.ConsumeResponse = self._unary(
-            self._stub.Consume, req, self._deadline(timeout), offset=offset
+    def consume(
+        self, offset: int, *, linearizable: bool | None = None, timeout: float | None = None
+    ) -> Record:
+        """The record at `offset`; OffsetOutOfRange when it is not in the log.
+
+        `linearizable` (default: the client's) waits until the answering node has
+        every write acknowledged before the call (a round trip to the leader).
+        """
+        req = log_pb2.ConsumeRequest(offset=offset, linearizable=self._linearizable(linearizable))
+        resp: log_pb2.ConsumeResponse = self._call(
+            "read",
+            lambda c, t: c.stub.Consume(req, timeout=t),
+            self._deadline(timeout),
+            offset=offset,
         )
         return Record.from_pb(resp.record)
 
@@ -184,18 +258,27 @@ class Client:
         max_bytes: int = 0,
         max_wait_ms: int = 0,
         *,
+        linearizable: bool | None = None,
         timeout: float | None = None,
     ) -> FetchResult:
         """Up to `max_records`/about `max_bytes` from `offset` (0: server defaults).
 
         At the end of the log, waits up to `max_wait_ms` for a record and may
-        return none; the deadline is the timeout plus that wait.
+        return none; the deadline is the timeout plus that wait. `linearizable`
+        as for `consume`.
         """
         req = log_pb2.FetchRequest(
-            offset=offset, max_records=max_records, max_bytes=max_bytes, max_wait_ms=max_wait_ms
+            offset=offset,
+            max_records=max_records,
+            max_bytes=max_bytes,
+            max_wait_ms=max_wait_ms,
+            linearizable=self._linearizable(linearizable),
         )
-        resp: log_pb2.FetchResponse = self._unary(
-            self._stub.Fetch, req, self._deadline(timeout, max_wait_ms / 1000), offset=offset
+        resp: log_pb2.FetchResponse = self._call(
+            "read",
+            lambda c, t: c.stub.Fetch(req, timeout=t),
+            self._deadline(timeout, max_wait_ms / 1000),
+            offset=offset,
         )
         return FetchResult(
             records=tuple(Record.from_pb(r) for r in resp.records),
@@ -210,45 +293,61 @@ class Client:
 
         The call starts on the first `next()`; `close()` on the iterator cancels
         it (as does dropping the last reference to it). Ends with Unavailable
-        when the server shuts down.
+        when the server shuts down. A routed client tails a node picked as for
+        reads (it does not move to another node when that one goes).
         """
         req = log_pb2.ConsumeBatchStreamRequest(
             offset=offset, max_records=max_records, max_bytes=max_bytes
         )
         if self._closed:
             raise ClientClosed()
-        if not self._reached and self.timeout is not None:
-            self._probe()
-        call = self._stub.ConsumeBatchStream(req)
+        if self._router is not None:
+            # The health probe, routed and retried: picks a node that answers.
+            conn: Conn = self._call("read", _probe_routed, self.timeout)
+        else:
+            assert self._conn is not None
+            conn = self._conn
+            if not conn.reached and self.timeout is not None:
+                self._probe(conn)
+        call = conn.stub.ConsumeBatchStream(req)
         try:
             for resp in call:
-                self._reached = True
+                conn.reached = True
                 for pb in resp.records:
                     yield Record.from_pb(pb)
         except grpc.RpcError as exc:
-            raise self._error(exc, self.timeout, offset) from None
+            raise from_rpc_error(
+                exc, addr=conn.addr, connected=conn.reached, timeout=self.timeout, offset=offset
+            ) from None
         finally:
             call.cancel()
 
-    def _probe(self) -> None:
+    def _probe(self, conn: Conn) -> None:
         # A stream has no deadline, and a tail at the end of the log gets no
         # message, so an unreachable server would make tail() hang silently.
         # A health check with the client's deadline settles it; any answer
         # from the server, even an error, proves the connection.
         try:
-            self._health_check(b"", timeout=self.timeout)
+            conn.health_check(b"", timeout=self.timeout)
         except grpc.RpcError as exc:
-            err = self._error(exc, self.timeout)
+            err = from_rpc_error(exc, addr=conn.addr, connected=conn.reached, timeout=self.timeout)
             if isinstance(err, Unreachable):
                 raise err from None
-        self._reached = True
+        conn.reached = True
 
     def get_servers(self, *, timeout: float | None = None) -> list[Server]:
-        """Every server in the cluster, with its client-facing RPC address."""
-        resp: log_pb2.GetServersResponse = self._unary(
-            self._stub.GetServers, log_pb2.GetServersRequest(), self._deadline(timeout)
+        """Every server in the cluster, with its client-facing RPC address.
+
+        A routed client also takes the answer as its new view."""
+        resp: log_pb2.GetServersResponse = self._call(
+            "read",
+            lambda c, t: c.stub.GetServers(log_pb2.GetServersRequest(), timeout=t),
+            self._deadline(timeout),
         )
-        return [Server(s.id, s.rpc_addr, s.is_leader, s.voter) for s in resp.servers]
+        servers = [Server(s.id, s.rpc_addr, s.is_leader, s.voter) for s in resp.servers]
+        if self._router is not None:
+            self._router.update(servers)
+        return servers
 
     def remove_server(self, name: str, *, timeout: float | None = None) -> None:
         """Remove the member `name` from the cluster for good (a node that died
@@ -256,18 +355,19 @@ class Client:
         removal). Any member takes the call and passes it to the leader. With
         ACLs on, the caller needs the `admin` action.
         """
-        if self._raft is None:
-            self._raft = raft_pb2_grpc.RaftStub(self._channel)
-        self._unary(
-            self._raft.RemoveServer,
-            raft_pb2.RemoveServerRequest(name=name),
-            self._deadline(timeout),
+        req = raft_pb2.RemoveServerRequest(name=name)
+        self._call(
+            "write", lambda c, t: c.raft.RemoveServer(req, timeout=t), self._deadline(timeout)
         )
 
     def info(self, *, timeout: float | None = None) -> LogInfo:
-        """Offsets and size of the server's log, and its place in the cluster."""
-        r: log_pb2.GetLogInfoResponse = self._unary(
-            self._stub.GetLogInfo, log_pb2.GetLogInfoRequest(), self._deadline(timeout)
+        """Offsets and size of the server's log, and its place in the cluster.
+
+        A routed client asks a node picked as for reads."""
+        r: log_pb2.GetLogInfoResponse = self._call(
+            "read",
+            lambda c, t: c.stub.GetLogInfo(log_pb2.GetLogInfoRequest(), timeout=t),
+            self._deadline(timeout),
         )
         return LogInfo(
             lowest_offset=r.lowest_offset,
@@ -293,7 +393,20 @@ class Client:
     ) -> TimestampOffset:
         """The first offset whose record was stamped at or after `timestamp_ms`."""
         req = log_pb2.GetOffsetForTimestampRequest(timestamp_ms=timestamp_ms)
-        r: log_pb2.GetOffsetForTimestampResponse = self._unary(
-            self._stub.GetOffsetForTimestamp, req, self._deadline(timeout)
+        r: log_pb2.GetOffsetForTimestampResponse = self._call(
+            "read",
+            lambda c, t: c.stub.GetOffsetForTimestamp(req, timeout=t),
+            self._deadline(timeout),
         )
         return TimestampOffset(offset=r.offset, found=r.found)
+
+
+def _probe_routed(conn: Conn, timeout: float | None) -> Conn:
+    # Any answer, even an error status from the health service, proves the node is
+    # there; only a transport failure (raised) sends the probe elsewhere.
+    try:
+        conn.health_check(b"", timeout=timeout)
+    except grpc.RpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise
+    return conn
