@@ -155,7 +155,10 @@ def _read_encoded(seg: Segment, offset: int, max_records: int, max_bytes: int) -
         if not lo < positions[j] <= seg.store.size:
             break  # a damaged index entry
         chunk = view_at(lo, positions[j] - lo)
-        got = served_parts(chunk, positions[i : j + 1], lo, offset + i, parts)
+        got = served_parts(chunk, positions[i : j + 1], lo, offset + i, parts, seg.verified_to)
+        if got and lo <= seg.verified_to:
+            # Contiguous with what was checked before: remember how far it goes.
+            seg.verified_to = max(seg.verified_to, positions[i + got])
         count += got
         if got != j - i:
             break

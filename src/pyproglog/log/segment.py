@@ -83,6 +83,11 @@ class Segment:
         self._rebuilt = False
         store_path, index_path, time_path = segment_paths(directory, base_offset)
         self.store = Store(store_path, config.max_store_bytes, entry_before)
+        # Store position below which every frame passed its checksum on a served
+        # read since this segment was opened: range reads do not sum those again
+        # (what is read back from the page cache is what was checked). Frames
+        # are checked once per process, not per read; a restart checks anew.
+        self.verified_to = STORE_HEADER_SIZE
         try:
             self.index = Index(
                 index_path,
@@ -439,6 +444,7 @@ class Segment:
         if keep:
             self._end_entry_at(keep - 1)
         end = self.index.position(keep)
+        self.verified_to = min(self.verified_to, end)
         self.store.truncate(end)
         self.store.sync()  # a dropped suffix must not come back after a power loss
         self.index.truncate(keep)
