@@ -122,3 +122,37 @@ async def test_a_cluster_of_one_reports_itself_as_leader_and_replica(
             "lag_entries": 0,
         }
     ]
+
+
+async def test_linearizable_reads_on_both_transports(cluster_of_one: Agent) -> None:
+    node = cluster_of_one
+    await leader_info(node.rpc_addr)
+    async with grpc.aio.insecure_channel(node.rpc_addr) as channel:
+        stub = log_pb2_grpc.LogStub(channel)
+        produced = await stub.Produce(
+            log_pb2.ProduceRequest(record=log_pb2.Record(value=b"lin")), timeout=STEP
+        )
+        got = await stub.Consume(
+            log_pb2.ConsumeRequest(offset=produced.offset, linearizable=True), timeout=STEP
+        )
+        assert got.record.value == b"lin"
+        fetched = await stub.Fetch(
+            log_pb2.FetchRequest(offset=produced.offset, linearizable=True), timeout=STEP
+        )
+        assert [r.value for r in fetched.records] == [b"lin"]
+    async with httpx.AsyncClient(base_url=node.http_url, timeout=STEP) as http:
+        one = await http.get(f"/v1/records/{produced.offset}", params={"linearizable": "true"})
+        many = await http.get(
+            "/v1/records", params={"offset": produced.offset, "linearizable": "true"}
+        )
+    assert one.status_code == 200, one.text
+    assert many.status_code == 200, many.text
+    assert [r["offset"] for r in many.json()["records"]] == [produced.offset]
+
+
+async def test_a_linearizable_read_on_a_single_node_is_a_plain_read(agent: Agent) -> None:
+    async with grpc.aio.insecure_channel(agent.rpc_addr) as channel:
+        stub = log_pb2_grpc.LogStub(channel)
+        await stub.Produce(log_pb2.ProduceRequest(record=log_pb2.Record(value=b"x")), timeout=STEP)
+        got = await stub.Consume(log_pb2.ConsumeRequest(offset=0, linearizable=True))
+    assert got.record.value == b"x"

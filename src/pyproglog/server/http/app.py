@@ -64,6 +64,17 @@ class _Gateway(FastAPI):
         return schema
 
 
+# On a cluster node: read only once this node has applied everything the leader had
+# committed when asked (ReadIndex), never older than a write acknowledged before.
+LinearizableQuery = Annotated[
+    bool,
+    Query(
+        description="Never older than a write acknowledged before the request (a round "
+        "trip to the cluster's leader); a single node ignores it."
+    ),
+]
+
+
 def _integral_bounds(node: object) -> None:
     """`"minimum": 0.0` -> `0`: FastAPI turns the models' integer bounds into floats."""
     if isinstance(node, dict):
@@ -188,7 +199,11 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
         summary="Read a record",
         responses=error_responses(400, 404, 500, 503),
     )
-    async def read(offset: Annotated[int, Path(ge=0)]) -> Record:
+    async def read(
+        offset: Annotated[int, Path(ge=0)], linearizable: LinearizableQuery = False
+    ) -> Record:
+        if linearizable:
+            await service.read_barrier()
         return to_record(service.read(offset))
 
     @v1.get(
@@ -228,7 +243,10 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
                 f"0 answers at once, at most {limits.max_wait_ms} is waited.",
             ),
         ] = 0,
+        linearizable: LinearizableQuery = False,
     ) -> FetchResponse:
+        if linearizable:
+            await service.read_barrier()
         fetched = await service.fetch(offset, max_records, max_bytes, wait_ms)
         return FetchResponse(
             records=[to_record(r) for r in fetched.records],
