@@ -220,3 +220,32 @@ def test_restart_keeps_commit_and_reapplies_from_the_snapshot() -> None:
     assert restarted.log.committed == 4
     rd = restarted.ready()
     assert [e.index for e in rd.committed_entries] == [1, 2, 3, 4]
+
+
+def test_a_follower_that_lost_its_log_says_so_and_is_sent_it_again() -> None:
+    # A wiped disk (or entries unsynced under a lax policy): the leader believes the
+    # follower has everything it acknowledged, so only the follower can tell.
+    net = cluster(3)
+    leader = net.elect(1)
+    for k in range(5):
+        leader.propose(f"p{k}", 100)
+    net.stabilize()
+    assert leader.prs[3].match == leader.log.last_index()
+    wiped = make_core(3, storage=MemoryStorage(), seed=7)  # empty: no entries, no membership
+    net.add(wiped)
+    net.tick(1)  # a heartbeat round
+    assert leader.prs[3].match == leader.log.last_index()
+    assert wiped.log.last_index() == leader.log.last_index()
+    assert data(net, 3) == [f"p{k}" for k in range(5)]
+
+
+def test_a_stale_heartbeat_answer_does_not_lower_a_follower_s_match() -> None:
+    net = cluster(3)
+    leader = net.elect(1)
+    leader.propose("x", 10)
+    net.stabilize()
+    match = leader.prs[2].match
+    # An answer that reports less than the follower acknowledged, without saying it
+    # lost anything (reordered): the leader keeps what it knows.
+    leader.step(Message(MsgType.HEARTBEAT_RESP, 1, 2, leader.term, index=match - 1))
+    assert leader.prs[2].match == match
