@@ -167,6 +167,13 @@ def test_advertised_addresses(settings: dict[str, object], host: str, rpc_addr: 
     assert s.advertise_rpc_addr == rpc_addr
 
 
+def test_the_bound_port_is_advertised_unless_the_advertise_address_names_one() -> None:
+    # --rpc-port 0 (tests): peers must be told the port gRPC actually bound.
+    assert Settings.load({"rpc_port": 0}).advertise_rpc_addr_for(41000) == "127.0.0.1:41000"
+    proxied = Settings.load({"rpc_port": 0, "advertise_addr": "127.0.0.1:5000"})
+    assert proxied.advertise_rpc_addr_for(41000) == "127.0.0.1:5000"
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

@@ -226,12 +226,16 @@ class Settings(BaseSettings):
 
         The port is --advertise-addr's when it has one (a NodePort, a proxy in
         front of the node), else --rpc-port. With --rpc-port 0 this says port 0:
-        whoever binds the port must put the bound one in its place.
+        use `advertise_rpc_addr_for(bound_port)` once the port is bound.
         """
+        return self.advertise_rpc_addr_for(self.rpc_port)
+
+    def advertise_rpc_addr_for(self, bound_port: int) -> str:
+        """`advertise_rpc_addr` with the port gRPC actually bound (for --rpc-port 0)."""
         port = None
         if self.advertise_addr is not None:
             port = _split_advertise(self.advertise_addr)[1]
-        return _hostport(self.advertise_host, self.rpc_port if port is None else port)
+        return _hostport(self.advertise_host, bound_port if port is None else port)
 
     def log_config(self) -> LogConfig:
         try:

@@ -21,17 +21,6 @@ def cluster_mode(s: Settings) -> bool:
     return asked or (s.data_dir / "raft").is_dir()
 
 
-def _advertised_rpc_addr(s: Settings, bound_rpc_addr: str) -> str:
-    """What peers and clients are told: --advertise-addr HOST[:PORT], else the bound address."""
-    if not s.advertise_addr:
-        return bound_rpc_addr
-    _, sep, port = s.advertise_addr.rpartition(":")
-    if sep and port.isdigit():
-        return s.advertise_addr
-    bound_port = bound_rpc_addr.rpartition(":")[2]
-    return f"{s.advertise_addr}:{bound_port}"
-
-
 def cluster_options(s: Settings, bound_rpc_addr: str, server_tls: bool) -> ClusterOptions:
     """The cluster's options; StartupError naming the flag when they cannot work."""
     credentials = None
@@ -69,7 +58,7 @@ def cluster_options(s: Settings, bound_rpc_addr: str, server_tls: bool) -> Clust
     )
     return ClusterOptions(
         name=s.node_name,
-        rpc_addr=_advertised_rpc_addr(s, bound_rpc_addr),
+        rpc_addr=s.advertise_rpc_addr_for(int(bound_rpc_addr.rpartition(":")[2])),
         bind_addr=s.bind_addr,
         join_addrs=tuple(s.start_join_addrs),
         bootstrap=s.is_bootstrap,
