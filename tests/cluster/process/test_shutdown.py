@@ -1,23 +1,17 @@
 """SIGTERM on the leader hands leadership over before the node stops (TimeoutNow).
 
 behaviour.md, Cluster. Without a transfer the others would wait out an election
-timeout (0.5-1 s at these timings) after the leader's last heartbeat, which it
-sends until it exits; with one, a new leader is in place when the process is
-gone.
+timeout after the leader's last heartbeat; with one, the old leader names its
+successor before it exits. The test reads that from the node's own log rather
+than timing the gap (no timing thresholds in tests; bench/cluster.py measures it).
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
 from pyproglog.testing import Cluster
 from tests.cluster.process.conftest import produce, produce_routed
-
-# Below the 0.5 s minimum election timeout: only a transfer made before the exit
-# can explain a leader this soon after it.
-SOON = 0.4
 
 
 @pytest.mark.timeout(120)
@@ -29,10 +23,13 @@ def test_sigterm_on_the_leader_hands_leadership_over(cluster: Cluster) -> None:
         others = [n.name for n in cluster.live() if n.name != old.name]
 
         assert cluster.stop(old.name, timeout=10) == 0
-        exited = time.monotonic()
-        cluster.new_leader(old.name, timeout=5)
-        took = time.monotonic() - exited
-        assert took < SOON, f"no leader until {took:.2f} s after the old one exited"
+        new = cluster.new_leader(old.name, timeout=5)
+        said = old.output()
+        # The hand-over happened while the node still ran, before it stopped: to
+        # the node that now leads (a later election would not be named here).
+        handed = said.find(f"leadership handed to {new.name}")
+        assert handed != -1, said
+        assert handed < said.rfind("proglog stopped"), said
 
         # A client routing by GetServers gets through with one retry at most.
         offset = produce_routed(cluster, f"after-{round_}".encode(), via=others[0], retries=1)
