@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -44,3 +45,26 @@ def silent_addr() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         s.listen(8)
         yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def echo_addr() -> Iterator[str]:
+    """A TCP echo server on loopback (one thread per connection)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    with listener:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"

@@ -5,10 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-
-import pytest
 
 from pyproglog.testing.cluster import PeerProxy
 
@@ -27,28 +23,6 @@ for line in sys.stdin:
     except TimeoutError:
         print("timeout", flush=True)
 """
-
-
-@pytest.fixture
-def echo_addr() -> Iterator[str]:
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    with listener:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
 def test_one_sender_is_cut_and_the_others_pass(echo_addr: str) -> None:

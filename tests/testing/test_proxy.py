@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,29 +17,6 @@ STEP = 10.0  # bounds a failing wait only
 # Channels share connections process-wide by default: the second channel below
 # would reuse the first one's broken connection.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-
-
-@pytest.fixture
-def echo_addr() -> Iterator[str]:
-    """A TCP echo server on loopback (one thread per connection)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    with listener:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
 def connect(addr: str) -> socket.socket:
