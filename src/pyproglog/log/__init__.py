@@ -7,12 +7,14 @@ from pyproglog.log.config import LogConfig, SyncPolicy
 from pyproglog.log.errors import (
     CorruptSegment,
     DiskFull,
+    DuplicateInFlight,
     InvalidConfig,
     LogClosed,
     LogError,
     LogWriteError,
     MissingRecords,
     OffsetOutOfRange,
+    OutOfOrderSequence,
     RecordTooLarge,
 )
 from pyproglog.log.format import Record, RecordLike
@@ -22,6 +24,7 @@ from pyproglog.log.ranges import EncodedRange
 __all__ = [
     "CorruptSegment",
     "DiskFull",
+    "DuplicateInFlight",
     "EncodedRange",
     "InvalidConfig",
     "Log",
@@ -32,6 +35,7 @@ __all__ = [
     "LogWriteError",
     "MissingRecords",
     "OffsetOutOfRange",
+    "OutOfOrderSequence",
     "Record",
     "RecordLike",
     "RecordTooLarge",

@@ -86,3 +86,31 @@ def write_error_from(exc: OSError, what: str) -> LogWriteError:
     if exc.errno in (_errno.ENOSPC, _errno.EDQUOT):
         return DiskFull(f"{what}: no space left on device", exc.errno)
     return LogWriteError(f"{what}: {exc.strerror or exc}", exc.errno)
+
+
+class OutOfOrderSequence(LogError):
+    """An idempotent producer's batch that does not follow the last one the log holds
+    from it: appending it would reorder the producer's records. Nothing was written;
+    the producer sends `expected` (and what follows) first."""
+
+    def __init__(self, producer_id: int, sequence: int, expected: int) -> None:
+        super().__init__(
+            f"producer {producer_id:#x} sent batch {sequence}, but the log expects batch "
+            f"{expected} from it next"
+        )
+        self.producer_id = producer_id
+        self.sequence = sequence
+        self.expected = expected
+
+
+class DuplicateInFlight(LogError):
+    """A retried batch whose first attempt is in the log but not committed yet: its
+    offsets are not final, so they cannot be answered; retry shortly."""
+
+    def __init__(self, producer_id: int, sequence: int) -> None:
+        super().__init__(
+            f"batch {sequence} of producer {producer_id:#x} is already being replicated; "
+            "retry it to learn its offsets"
+        )
+        self.producer_id = producer_id
+        self.sequence = sequence

@@ -17,10 +17,12 @@ from pyproglog.auth.errors import PermissionDenied, Unauthenticated
 from pyproglog.log import (
     CorruptSegment,
     DiskFull,
+    DuplicateInFlight,
     LogClosed,
     LogWriteError,
     MissingRecords,
     OffsetOutOfRange,
+    OutOfOrderSequence,
     RecordTooLarge,
 )
 
@@ -59,6 +61,8 @@ class Reason(StrEnum):
     BUSY = "BUSY"
     NOT_LEADER = "NOT_LEADER"
     NO_QUORUM = "NO_QUORUM"
+    OUT_OF_ORDER_SEQUENCE = "OUT_OF_ORDER_SEQUENCE"
+    DUPLICATE_IN_FLIGHT = "DUPLICATE_IN_FLIGHT"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     NOT_FOUND = "NOT_FOUND"
@@ -154,6 +158,16 @@ def error_status(exc: BaseException) -> ErrorStatus | None:
             return ErrorStatus("UNAVAILABLE", 503, msg, Reason.NOT_LEADER, meta)
         case NoQuorum():
             return ErrorStatus("UNAVAILABLE", 503, msg, Reason.NO_QUORUM)
+        case OutOfOrderSequence():
+            meta = {
+                "producer_id": str(exc.producer_id),
+                "sequence": str(exc.sequence),
+                "expected_sequence": str(exc.expected),
+            }
+            return ErrorStatus("FAILED_PRECONDITION", 409, msg, Reason.OUT_OF_ORDER_SEQUENCE, meta)
+        case DuplicateInFlight():
+            meta = {"producer_id": str(exc.producer_id), "sequence": str(exc.sequence)}
+            return ErrorStatus("UNAVAILABLE", 503, msg, Reason.DUPLICATE_IN_FLIGHT, meta)
         case MissingRecords():
             meta = {"first": str(exc.first), "last": str(exc.last)}
             return ErrorStatus("DATA_LOSS", 500, msg, Reason.DATA_LOSS, meta)

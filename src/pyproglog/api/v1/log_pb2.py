@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10log/v1/log.proto\x12\x06log.v1\"Y\n\x06Record\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0c\n\x04type\x18\x04 \x01(\r\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\"0\n\x0eProduceRequest\x12\x1e\n\x06record\x18\x01 \x01(\x0b\x32\x0e.log.v1.Record\"!\n\x0fProduceResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"6\n\x0e\x43onsumeRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x14\n\x0clinearizable\x18\x02 \x01(\x08\"1\n\x0f\x43onsumeResponse\x12\x1e\n\x06record\x18\x02 \x01(\x0b\x32\x0e.log.v1.Record\"\x13\n\x11GetServersRequest\"5\n\x12GetServersResponse\x12\x1f\n\x07servers\x18\x01 \x03(\x0b\x32\x0e.log.v1.Server\"H\n\x06Server\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08rpc_addr\x18\x02 \x01(\t\x12\x11\n\tis_leader\x18\x03 \x01(\x08\x12\r\n\x05voter\x18\x04 \x01(\x08\"6\n\x13ProduceBatchRequest\x12\x1f\n\x07records\x18\x01 \x03(\x0b\x32\x0e.log.v1.Record\"O\n\x14ProduceBatchResponse\x12\x13\n\x0b\x62\x61se_offset\x18\x01 \x01(\x04\x12\x13\n\x0blast_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"q\n\x0c\x46\x65tchRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x13\n\x0bmax_records\x18\x02 \x01(\r\x12\x11\n\tmax_bytes\x18\x03 \x01(\r\x12\x13\n\x0bmax_wait_ms\x18\x04 \x01(\r\x12\x14\n\x0clinearizable\x18\x05 \x01(\x08\"]\n\rFetchResponse\x12\x1f\n\x07records\x18\x01 \x03(\x0b\x32\x0e.log.v1.Record\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x04\"S\n\x19\x43onsumeBatchStreamRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x13\n\x0bmax_records\x18\x02 \x01(\r\x12\x11\n\tmax_bytes\x18\x03 \x01(\r\"\x13\n\x11GetLogInfoRequest\"\x95\x02\n\x12GetLogInfoResponse\x12\x15\n\rlowest_offset\x18\x01 \x01(\x04\x12\x16\n\x0ehighest_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\r\n\x05\x65mpty\x18\x04 \x01(\x08\x12\x15\n\rsegment_count\x18\x05 \x01(\r\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x15\n\rcommit_offset\x18\x07 \x01(\x04\x12\x0c\n\x04role\x18\x08 \x01(\t\x12\x0c\n\x04term\x18\t \x01(\x04\x12\x11\n\tleader_id\x18\n \x01(\t\x12\x13\n\x0bleader_addr\x18\x0b \x01(\t\x12&\n\x08replicas\x18\x0c \x03(\x0b\x32\x14.log.v1.ReplicaState\"e\n\x0cReplicaState\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08rpc_addr\x18\x02 \x01(\t\x12\r\n\x05voter\x18\x03 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x04 \x01(\x04\x12\x13\n\x0blag_entries\x18\x05 \x01(\x04\"4\n\x1cGetOffsetForTimestampRequest\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\">\n\x1dGetOffsetForTimestampResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x32\xde\x05\n\x03Log\x12<\n\x07Produce\x12\x16.log.v1.ProduceRequest\x1a\x17.log.v1.ProduceResponse\"\x00\x12<\n\x07\x43onsume\x12\x16.log.v1.ConsumeRequest\x1a\x17.log.v1.ConsumeResponse\"\x00\x12\x44\n\rConsumeStream\x12\x16.log.v1.ConsumeRequest\x1a\x17.log.v1.ConsumeResponse\"\x00\x30\x01\x12\x46\n\rProduceStream\x12\x16.log.v1.ProduceRequest\x1a\x17.log.v1.ProduceResponse\"\x00(\x01\x30\x01\x12\x45\n\nGetServers\x12\x19.log.v1.GetServersRequest\x1a\x1a.log.v1.GetServersResponse\"\x00\x12K\n\x0cProduceBatch\x12\x1b.log.v1.ProduceBatchRequest\x1a\x1c.log.v1.ProduceBatchResponse\"\x00\x12\x36\n\x05\x46\x65tch\x12\x14.log.v1.FetchRequest\x1a\x15.log.v1.FetchResponse\"\x00\x12R\n\x12\x43onsumeBatchStream\x12!.log.v1.ConsumeBatchStreamRequest\x1a\x15.log.v1.FetchResponse\"\x00\x30\x01\x12\x45\n\nGetLogInfo\x12\x19.log.v1.GetLogInfoRequest\x1a\x1a.log.v1.GetLogInfoResponse\"\x00\x12\x66\n\x15GetOffsetForTimestamp\x12$.log.v1.GetOffsetForTimestampRequest\x1a%.log.v1.GetOffsetForTimestampResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10log/v1/log.proto\x12\x06log.v1\"Y\n\x06Record\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0c\n\x04type\x18\x04 \x01(\r\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\"0\n\x0eProduceRequest\x12\x1e\n\x06record\x18\x01 \x01(\x0b\x32\x0e.log.v1.Record\"!\n\x0fProduceResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"6\n\x0e\x43onsumeRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x14\n\x0clinearizable\x18\x02 \x01(\x08\"1\n\x0f\x43onsumeResponse\x12\x1e\n\x06record\x18\x02 \x01(\x0b\x32\x0e.log.v1.Record\"\x13\n\x11GetServersRequest\"5\n\x12GetServersResponse\x12\x1f\n\x07servers\x18\x01 \x03(\x0b\x32\x0e.log.v1.Server\"H\n\x06Server\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08rpc_addr\x18\x02 \x01(\t\x12\x11\n\tis_leader\x18\x03 \x01(\x08\x12\r\n\x05voter\x18\x04 \x01(\x08\"]\n\x13ProduceBatchRequest\x12\x1f\n\x07records\x18\x01 \x03(\x0b\x32\x0e.log.v1.Record\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\"b\n\x14ProduceBatchResponse\x12\x13\n\x0b\x62\x61se_offset\x18\x01 \x01(\x04\x12\x13\n\x0blast_offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"q\n\x0c\x46\x65tchRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x13\n\x0bmax_records\x18\x02 \x01(\r\x12\x11\n\tmax_bytes\x18\x03 \x01(\r\x12\x13\n\x0bmax_wait_ms\x18\x04 \x01(\r\x12\x14\n\x0clinearizable\x18\x05 \x01(\x08\"]\n\rFetchResponse\x12\x1f\n\x07records\x18\x01 \x03(\x0b\x32\x0e.log.v1.Record\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x04\"S\n\x19\x43onsumeBatchStreamRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x13\n\x0bmax_records\x18\x02 \x01(\r\x12\x11\n\tmax_bytes\x18\x03 \x01(\r\"\x13\n\x11GetLogInfoRequest\"\x95\x02\n\x12GetLogInfoResponse\x12\x15\n\rlowest_offset\x18\x01 \x01(\x04\x12\x16\n\x0ehighest_offset\x18\x02 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x04\x12\r\n\x05\x65mpty\x18\x04 \x01(\x08\x12\x15\n\rsegment_count\x18\x05 \x01(\r\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x15\n\rcommit_offset\x18\x07 \x01(\x04\x12\x0c\n\x04role\x18\x08 \x01(\t\x12\x0c\n\x04term\x18\t \x01(\x04\x12\x11\n\tleader_id\x18\n \x01(\t\x12\x13\n\x0bleader_addr\x18\x0b \x01(\t\x12&\n\x08replicas\x18\x0c \x03(\x0b\x32\x14.log.v1.ReplicaState\"e\n\x0cReplicaState\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08rpc_addr\x18\x02 \x01(\t\x12\r\n\x05voter\x18\x03 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x04 \x01(\x04\x12\x13\n\x0blag_entries\x18\x05 \x01(\x04\"4\n\x1cGetOffsetForTimestampRequest\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\">\n\x1dGetOffsetForTimestampResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x32\xde\x05\n\x03Log\x12<\n\x07Produce\x12\x16.log.v1.ProduceRequest\x1a\x17.log.v1.ProduceResponse\"\x00\x12<\n\x07\x43onsume\x12\x16.log.v1.ConsumeRequest\x1a\x17.log.v1.ConsumeResponse\"\x00\x12\x44\n\rConsumeStream\x12\x16.log.v1.ConsumeRequest\x1a\x17.log.v1.ConsumeResponse\"\x00\x30\x01\x12\x46\n\rProduceStream\x12\x16.log.v1.ProduceRequest\x1a\x17.log.v1.ProduceResponse\"\x00(\x01\x30\x01\x12\x45\n\nGetServers\x12\x19.log.v1.GetServersRequest\x1a\x1a.log.v1.GetServersResponse\"\x00\x12K\n\x0cProduceBatch\x12\x1b.log.v1.ProduceBatchRequest\x1a\x1c.log.v1.ProduceBatchResponse\"\x00\x12\x36\n\x05\x46\x65tch\x12\x14.log.v1.FetchRequest\x1a\x15.log.v1.FetchResponse\"\x00\x12R\n\x12\x43onsumeBatchStream\x12!.log.v1.ConsumeBatchStreamRequest\x1a\x15.log.v1.FetchResponse\"\x00\x30\x01\x12\x45\n\nGetLogInfo\x12\x19.log.v1.GetLogInfoRequest\x1a\x1a.log.v1.GetLogInfoResponse\"\x00\x12\x66\n\x15GetOffsetForTimestamp\x12$.log.v1.GetOffsetForTimestampRequest\x1a%.log.v1.GetOffsetForTimestampResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,25 +48,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVER']._serialized_start=387
   _globals['_SERVER']._serialized_end=459
   _globals['_PRODUCEBATCHREQUEST']._serialized_start=461
-  _globals['_PRODUCEBATCHREQUEST']._serialized_end=515
-  _globals['_PRODUCEBATCHRESPONSE']._serialized_start=517
-  _globals['_PRODUCEBATCHRESPONSE']._serialized_end=596
-  _globals['_FETCHREQUEST']._serialized_start=598
-  _globals['_FETCHREQUEST']._serialized_end=711
-  _globals['_FETCHRESPONSE']._serialized_start=713
-  _globals['_FETCHRESPONSE']._serialized_end=806
-  _globals['_CONSUMEBATCHSTREAMREQUEST']._serialized_start=808
-  _globals['_CONSUMEBATCHSTREAMREQUEST']._serialized_end=891
-  _globals['_GETLOGINFOREQUEST']._serialized_start=893
-  _globals['_GETLOGINFOREQUEST']._serialized_end=912
-  _globals['_GETLOGINFORESPONSE']._serialized_start=915
-  _globals['_GETLOGINFORESPONSE']._serialized_end=1192
-  _globals['_REPLICASTATE']._serialized_start=1194
-  _globals['_REPLICASTATE']._serialized_end=1295
-  _globals['_GETOFFSETFORTIMESTAMPREQUEST']._serialized_start=1297
-  _globals['_GETOFFSETFORTIMESTAMPREQUEST']._serialized_end=1349
-  _globals['_GETOFFSETFORTIMESTAMPRESPONSE']._serialized_start=1351
-  _globals['_GETOFFSETFORTIMESTAMPRESPONSE']._serialized_end=1413
-  _globals['_LOG']._serialized_start=1416
-  _globals['_LOG']._serialized_end=2150
+  _globals['_PRODUCEBATCHREQUEST']._serialized_end=554
+  _globals['_PRODUCEBATCHRESPONSE']._serialized_start=556
+  _globals['_PRODUCEBATCHRESPONSE']._serialized_end=654
+  _globals['_FETCHREQUEST']._serialized_start=656
+  _globals['_FETCHREQUEST']._serialized_end=769
+  _globals['_FETCHRESPONSE']._serialized_start=771
+  _globals['_FETCHRESPONSE']._serialized_end=864
+  _globals['_CONSUMEBATCHSTREAMREQUEST']._serialized_start=866
+  _globals['_CONSUMEBATCHSTREAMREQUEST']._serialized_end=949
+  _globals['_GETLOGINFOREQUEST']._serialized_start=951
+  _globals['_GETLOGINFOREQUEST']._serialized_end=970
+  _globals['_GETLOGINFORESPONSE']._serialized_start=973
+  _globals['_GETLOGINFORESPONSE']._serialized_end=1250
+  _globals['_REPLICASTATE']._serialized_start=1252
+  _globals['_REPLICASTATE']._serialized_end=1353
+  _globals['_GETOFFSETFORTIMESTAMPREQUEST']._serialized_start=1355
+  _globals['_GETOFFSETFORTIMESTAMPREQUEST']._serialized_end=1407
+  _globals['_GETOFFSETFORTIMESTAMPRESPONSE']._serialized_start=1409
+  _globals['_GETOFFSETFORTIMESTAMPRESPONSE']._serialized_end=1471
+  _globals['_LOG']._serialized_start=1474
+  _globals['_LOG']._serialized_end=2208
 # @@protoc_insertion_point(module_scope)

@@ -213,16 +213,28 @@ class ProduceBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDS_FIELD_NUMBER: _builtins.int
+    PRODUCER_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    producer_id: _builtins.int
+    """Idempotent producer (docs/api.md): a producer names itself with a random
+    non-zero id and numbers its batches 0, 1, 2, ... The leader appends batch n
+    only after batch n-1, and answers a batch it already has (a retry) with
+    the original offsets instead of appending it again. 0 (or absent): a
+    plain batch, appended every time it is sent.
+    """
+    sequence: _builtins.int
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     def __init__(
         self,
         *,
         records: _abc.Iterable[Global___Record] | None = ...,
+        producer_id: _builtins.int = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["producer_id", b"producer_id", "records", b"records", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,20 +247,26 @@ class ProduceBatchResponse(_message.Message):
     BASE_OFFSET_FIELD_NUMBER: _builtins.int
     LAST_OFFSET_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
     base_offset: _builtins.int
     """Offset of the first record; record i is at base_offset + i."""
     last_offset: _builtins.int
     count: _builtins.int
+    duplicate: _builtins.bool
+    """True when the batch was already in the log (same producer_id and
+    sequence): the offsets are those it was appended at the first time.
+    """
     def __init__(
         self,
         *,
         base_offset: _builtins.int = ...,
         last_offset: _builtins.int = ...,
         count: _builtins.int = ...,
+        duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_offset", b"base_offset", "count", b"count", "last_offset", b"last_offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_offset", b"base_offset", "count", b"count", "duplicate", b"duplicate", "last_offset", b"last_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

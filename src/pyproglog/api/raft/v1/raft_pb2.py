@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproglog/raft/v1/raft.proto\x12\x0fproglog.raft.v1\"\xae\x01\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.proglog.raft.v1.EntryKind\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0f\n\x07records\x18\x05 \x01(\x0c\x12\r\n\x05\x63ount\x18\x06 \x01(\r\x12\x0e\n\x06\x63rc32c\x18\x07 \x01(\x07\x12\x0e\n\x06voters\x18\x08 \x03(\x04\x12\x10\n\x08learners\x18\t \x03(\x04\"d\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12\x10\n\x08learners\x18\x04 \x03(\x04\x12\x15\n\rlowest_offset\x18\x05 \x01(\x04\"-\n\x0bPeerAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08rpc_addr\x18\x02 \x01(\t\"\xc0\x03\n\x0bRaftMessage\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.proglog.raft.v1.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0b\n\x03\x66rm\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x07 \x01(\x04\x12\x0e\n\x06reject\x18\x08 \x01(\x08\x12\x13\n\x0breject_hint\x18\t \x01(\x04\x12\x0f\n\x07\x63ontext\x18\n \x01(\x0c\x12\r\n\x05\x66orce\x18\x0b \x01(\x08\x12/\n\x08snapshot\x18\x0c \x01(\x0b\x32\x1d.proglog.raft.v1.SnapshotMeta\x12\'\n\x07\x65ntries\x18\r \x03(\x0b\x32\x16.proglog.raft.v1.Entry\x12>\n\taddresses\x18\x0e \x03(\x0b\x32+.proglog.raft.v1.RaftMessage.AddressesEntry\x1aN\n\x0e\x41\x64\x64ressesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.proglog.raft.v1.PeerAddress:\x02\x38\x01\"\x1f\n\x0bSendSummary\x12\x10\n\x08received\x18\x01 \x01(\x04\"@\n\x0e\x46orwardRequest\x12\x0f\n\x07records\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\x07\"!\n\x0f\x46orwardResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\"#\n\x13RemoveServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14RemoveServerResponse*\x85\x03\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15MESSAGE_TYPE_PRE_VOTE\x10\x01\x12\x1e\n\x1aMESSAGE_TYPE_PRE_VOTE_RESP\x10\x02\x12\x15\n\x11MESSAGE_TYPE_VOTE\x10\x03\x12\x1a\n\x16MESSAGE_TYPE_VOTE_RESP\x10\x04\x12\x17\n\x13MESSAGE_TYPE_APPEND\x10\x05\x12\x1c\n\x18MESSAGE_TYPE_APPEND_RESP\x10\x06\x12\x1a\n\x16MESSAGE_TYPE_HEARTBEAT\x10\x07\x12\x1f\n\x1bMESSAGE_TYPE_HEARTBEAT_RESP\x10\x08\x12\x19\n\x15MESSAGE_TYPE_SNAPSHOT\x10\t\x12\x1c\n\x18MESSAGE_TYPE_TIMEOUT_NOW\x10\n\x12\x1b\n\x17MESSAGE_TYPE_READ_INDEX\x10\x0b\x12 \n\x1cMESSAGE_TYPE_READ_INDEX_RESP\x10\x0c*h\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45NTRY_KIND_DATA\x10\x01\x12\x13\n\x0f\x45NTRY_KIND_NOOP\x10\x02\x12\x15\n\x11\x45NTRY_KIND_CONFIG\x10\x03\x32\xf7\x01\n\x04Raft\x12\x44\n\x04Send\x12\x1c.proglog.raft.v1.RaftMessage\x1a\x1c.proglog.raft.v1.SendSummary(\x01\x12L\n\x07\x46orward\x12\x1f.proglog.raft.v1.ForwardRequest\x1a .proglog.raft.v1.ForwardResponse\x12[\n\x0cRemoveServer\x12$.proglog.raft.v1.RemoveServerRequest\x1a%.proglog.raft.v1.RemoveServerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproglog/raft/v1/raft.proto\x12\x0fproglog.raft.v1\"\xe1\x01\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.proglog.raft.v1.EntryKind\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0f\n\x07records\x18\x05 \x01(\x0c\x12\r\n\x05\x63ount\x18\x06 \x01(\r\x12\x0e\n\x06\x63rc32c\x18\x07 \x01(\x07\x12\x0e\n\x06voters\x18\x08 \x03(\x04\x12\x10\n\x08learners\x18\t \x03(\x04\x12\x31\n\tproducers\x18\n \x03(\x0b\x32\x1e.proglog.raft.v1.ProducerBatch\"T\n\rProducerBatch\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\r\n\x05start\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"d\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12\x10\n\x08learners\x18\x04 \x03(\x04\x12\x15\n\rlowest_offset\x18\x05 \x01(\x04\"-\n\x0bPeerAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08rpc_addr\x18\x02 \x01(\t\"\xc0\x03\n\x0bRaftMessage\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.proglog.raft.v1.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0b\n\x03\x66rm\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x07 \x01(\x04\x12\x0e\n\x06reject\x18\x08 \x01(\x08\x12\x13\n\x0breject_hint\x18\t \x01(\x04\x12\x0f\n\x07\x63ontext\x18\n \x01(\x0c\x12\r\n\x05\x66orce\x18\x0b \x01(\x08\x12/\n\x08snapshot\x18\x0c \x01(\x0b\x32\x1d.proglog.raft.v1.SnapshotMeta\x12\'\n\x07\x65ntries\x18\r \x03(\x0b\x32\x16.proglog.raft.v1.Entry\x12>\n\taddresses\x18\x0e \x03(\x0b\x32+.proglog.raft.v1.RaftMessage.AddressesEntry\x1aN\n\x0e\x41\x64\x64ressesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.proglog.raft.v1.PeerAddress:\x02\x38\x01\"\x1f\n\x0bSendSummary\x12\x10\n\x08received\x18\x01 \x01(\x04\"p\n\x0e\x46orwardRequest\x12\x0f\n\x07records\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\x07\x12.\n\x06writes\x18\x04 \x03(\x0b\x32\x1e.proglog.raft.v1.ProducerBatch\"R\n\x0f\x46orwardResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12/\n\x08outcomes\x18\x02 \x03(\x0b\x32\x1d.proglog.raft.v1.WriteOutcome\"y\n\x0cWriteOutcome\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x14\n\x0c\x65rror_reason\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x19\n\x11\x65xpected_sequence\x18\x05 \x01(\x04\"#\n\x13RemoveServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14RemoveServerResponse*\x85\x03\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15MESSAGE_TYPE_PRE_VOTE\x10\x01\x12\x1e\n\x1aMESSAGE_TYPE_PRE_VOTE_RESP\x10\x02\x12\x15\n\x11MESSAGE_TYPE_VOTE\x10\x03\x12\x1a\n\x16MESSAGE_TYPE_VOTE_RESP\x10\x04\x12\x17\n\x13MESSAGE_TYPE_APPEND\x10\x05\x12\x1c\n\x18MESSAGE_TYPE_APPEND_RESP\x10\x06\x12\x1a\n\x16MESSAGE_TYPE_HEARTBEAT\x10\x07\x12\x1f\n\x1bMESSAGE_TYPE_HEARTBEAT_RESP\x10\x08\x12\x19\n\x15MESSAGE_TYPE_SNAPSHOT\x10\t\x12\x1c\n\x18MESSAGE_TYPE_TIMEOUT_NOW\x10\n\x12\x1b\n\x17MESSAGE_TYPE_READ_INDEX\x10\x0b\x12 \n\x1cMESSAGE_TYPE_READ_INDEX_RESP\x10\x0c*h\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45NTRY_KIND_DATA\x10\x01\x12\x13\n\x0f\x45NTRY_KIND_NOOP\x10\x02\x12\x15\n\x11\x45NTRY_KIND_CONFIG\x10\x03\x32\xf7\x01\n\x04Raft\x12\x44\n\x04Send\x12\x1c.proglog.raft.v1.RaftMessage\x1a\x1c.proglog.raft.v1.SendSummary(\x01\x12L\n\x07\x46orward\x12\x1f.proglog.raft.v1.ForwardRequest\x1a .proglog.raft.v1.ForwardResponse\x12[\n\x0cRemoveServer\x12$.proglog.raft.v1.RemoveServerRequest\x1a%.proglog.raft.v1.RemoveServerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,30 +33,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RAFTMESSAGE_ADDRESSESENTRY']._loaded_options = None
   _globals['_RAFTMESSAGE_ADDRESSESENTRY']._serialized_options = b'8\001'
-  _globals['_MESSAGETYPE']._serialized_start=1020
-  _globals['_MESSAGETYPE']._serialized_end=1409
-  _globals['_ENTRYKIND']._serialized_start=1411
-  _globals['_ENTRYKIND']._serialized_end=1515
+  _globals['_MESSAGETYPE']._serialized_start=1377
+  _globals['_MESSAGETYPE']._serialized_end=1766
+  _globals['_ENTRYKIND']._serialized_start=1768
+  _globals['_ENTRYKIND']._serialized_end=1872
   _globals['_ENTRY']._serialized_start=48
-  _globals['_ENTRY']._serialized_end=222
-  _globals['_SNAPSHOTMETA']._serialized_start=224
-  _globals['_SNAPSHOTMETA']._serialized_end=324
-  _globals['_PEERADDRESS']._serialized_start=326
-  _globals['_PEERADDRESS']._serialized_end=371
-  _globals['_RAFTMESSAGE']._serialized_start=374
-  _globals['_RAFTMESSAGE']._serialized_end=822
-  _globals['_RAFTMESSAGE_ADDRESSESENTRY']._serialized_start=744
-  _globals['_RAFTMESSAGE_ADDRESSESENTRY']._serialized_end=822
-  _globals['_SENDSUMMARY']._serialized_start=824
-  _globals['_SENDSUMMARY']._serialized_end=855
-  _globals['_FORWARDREQUEST']._serialized_start=857
-  _globals['_FORWARDREQUEST']._serialized_end=921
-  _globals['_FORWARDRESPONSE']._serialized_start=923
-  _globals['_FORWARDRESPONSE']._serialized_end=956
-  _globals['_REMOVESERVERREQUEST']._serialized_start=958
-  _globals['_REMOVESERVERREQUEST']._serialized_end=993
-  _globals['_REMOVESERVERRESPONSE']._serialized_start=995
-  _globals['_REMOVESERVERRESPONSE']._serialized_end=1017
-  _globals['_RAFT']._serialized_start=1518
-  _globals['_RAFT']._serialized_end=1765
+  _globals['_ENTRY']._serialized_end=273
+  _globals['_PRODUCERBATCH']._serialized_start=275
+  _globals['_PRODUCERBATCH']._serialized_end=359
+  _globals['_SNAPSHOTMETA']._serialized_start=361
+  _globals['_SNAPSHOTMETA']._serialized_end=461
+  _globals['_PEERADDRESS']._serialized_start=463
+  _globals['_PEERADDRESS']._serialized_end=508
+  _globals['_RAFTMESSAGE']._serialized_start=511
+  _globals['_RAFTMESSAGE']._serialized_end=959
+  _globals['_RAFTMESSAGE_ADDRESSESENTRY']._serialized_start=881
+  _globals['_RAFTMESSAGE_ADDRESSESENTRY']._serialized_end=959
+  _globals['_SENDSUMMARY']._serialized_start=961
+  _globals['_SENDSUMMARY']._serialized_end=992
+  _globals['_FORWARDREQUEST']._serialized_start=994
+  _globals['_FORWARDREQUEST']._serialized_end=1106
+  _globals['_FORWARDRESPONSE']._serialized_start=1108
+  _globals['_FORWARDRESPONSE']._serialized_end=1190
+  _globals['_WRITEOUTCOME']._serialized_start=1192
+  _globals['_WRITEOUTCOME']._serialized_end=1313
+  _globals['_REMOVESERVERREQUEST']._serialized_start=1315
+  _globals['_REMOVESERVERREQUEST']._serialized_end=1350
+  _globals['_REMOVESERVERRESPONSE']._serialized_start=1352
+  _globals['_REMOVESERVERRESPONSE']._serialized_end=1374
+  _globals['_RAFT']._serialized_start=1875
+  _globals['_RAFT']._serialized_end=2122
 # @@protoc_insertion_point(module_scope)

@@ -94,6 +94,7 @@ class Entry(_message.Message):
     CRC32C_FIELD_NUMBER: _builtins.int
     VOTERS_FIELD_NUMBER: _builtins.int
     LEARNERS_FIELD_NUMBER: _builtins.int
+    PRODUCERS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     term: _builtins.int
     kind: Global___EntryKind.ValueType
@@ -111,6 +112,12 @@ class Entry(_message.Message):
 
     @_builtins.property
     def learners(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def producers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProducerBatch]:
+        """DATA: the idempotent producers' batches among the records (producer_id != 0),
+        so that every replica knows which batches its log holds.
+        """
+
     def __init__(
         self,
         *,
@@ -123,14 +130,47 @@ class Entry(_message.Message):
         crc32c: _builtins.int = ...,
         voters: _abc.Iterable[_builtins.int] | None = ...,
         learners: _abc.Iterable[_builtins.int] | None = ...,
+        producers: _abc.Iterable[Global___ProducerBatch] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "crc32c", b"crc32c", "index", b"index", "kind", b"kind", "learners", b"learners", "records", b"records", "size", b"size", "term", b"term", "voters", b"voters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "crc32c", b"crc32c", "index", b"index", "kind", b"kind", "learners", b"learners", "producers", b"producers", "records", b"records", "size", b"size", "term", b"term", "voters", b"voters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Entry: _TypeAlias = Entry  # noqa: Y015
+
+@_typing.final
+class ProducerBatch(_message.Message):
+    """Records [start, start + count) of an entry or a forwarded write are batch
+    `sequence` of producer `producer_id` (0: a plain write, no producer).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCER_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    producer_id: _builtins.int
+    sequence: _builtins.int
+    start: _builtins.int
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        producer_id: _builtins.int = ...,
+        sequence: _builtins.int = ...,
+        start: _builtins.int = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "producer_id", b"producer_id", "sequence", b"sequence", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProducerBatch: _TypeAlias = ProducerBatch  # noqa: Y015
 
 @_typing.final
 class SnapshotMeta(_message.Message):
@@ -304,20 +344,28 @@ class ForwardRequest(_message.Message):
     RECORDS_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     CRC32C_FIELD_NUMBER: _builtins.int
+    WRITES_FIELD_NUMBER: _builtins.int
     records: _builtins.bytes
     """Same encoding as Entry.records."""
     count: _builtins.int
     crc32c: _builtins.int
+    @_builtins.property
+    def writes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProducerBatch]:
+        """The client writes the records came from, in order, covering them all (a
+        follower forwards one group-commit batch); empty: one plain write.
+        """
+
     def __init__(
         self,
         *,
         records: _builtins.bytes = ...,
         count: _builtins.int = ...,
         crc32c: _builtins.int = ...,
+        writes: _abc.Iterable[Global___ProducerBatch] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "crc32c", b"crc32c", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "crc32c", b"crc32c", "records", b"records", "writes", b"writes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -328,20 +376,63 @@ class ForwardResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OFFSET_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
     """The offset of the first record appended."""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriteOutcome]:
+        """One per ForwardRequest.writes, in order."""
+
     def __init__(
         self,
         *,
         offset: _builtins.int = ...,
+        outcomes: _abc.Iterable[Global___WriteOutcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "outcomes", b"outcomes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForwardResponse: _TypeAlias = ForwardResponse  # noqa: Y015
+
+@_typing.final
+class WriteOutcome(_message.Message):
+    """How the leader answered one forwarded write."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    EXPECTED_SEQUENCE_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    """Where its records are (for a duplicate: where they were appended first)."""
+    duplicate: _builtins.bool
+    error_reason: _builtins.str
+    """Not written: the service's error reason (OUT_OF_ORDER_SEQUENCE,
+    DUPLICATE_IN_FLIGHT), its message, and the sequence the leader expects.
+    """
+    error_message: _builtins.str
+    expected_sequence: _builtins.int
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        duplicate: _builtins.bool = ...,
+        error_reason: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        expected_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "error_message", b"error_message", "error_reason", b"error_reason", "expected_sequence", b"expected_sequence", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteOutcome: _TypeAlias = WriteOutcome  # noqa: Y015
 
 @_typing.final
 class RemoveServerRequest(_message.Message):
