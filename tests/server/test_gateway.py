@@ -143,7 +143,13 @@ async def test_produce_batch_then_read_each(http: httpx.AsyncClient) -> None:
     ]
     resp = await http.post("/v1/records", json={"records": records})
     assert resp.status_code == 201, resp.text
-    assert resp.json() == {"base_offset": 1, "last_offset": 3, "count": 3, "offsets": [1, 2, 3]}
+    assert resp.json() == {
+        "base_offset": 1,
+        "last_offset": 3,
+        "count": 3,
+        "offsets": [1, 2, 3],
+        "duplicate": False,
+    }
     assert resp.headers["location"] == "/v1/records/1"
 
     resp = await http.get(resp.headers["location"])

@@ -8,23 +8,35 @@ those bytes: the receiver checks the checksum and keeps the bytes as they came
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import crc32c
 
 from pyproglog.api.raft.v1 import raft_pb2
 from pyproglog.cluster.payload import DataBatch, StoredBatch
+from pyproglog.log import (
+    DuplicateInFlight,
+    LogError,
+    OutOfOrderSequence,
+    ProducerBatch,
+    Write,
+)
 from pyproglog.raft import ConfState, Entry, EntryKind, Message, MsgType, SnapshotMeta
+from pyproglog.server.commitlog import WriteOutcome, Written
 
 __all__ = [
     "CodecError",
     "Resolve",
-    "batch_from_forward",
     "carries_membership",
     "checksum",
     "forward_request",
     "message_from_proto",
     "message_to_proto",
+    "outcomes_from_proto",
+    "outcomes_to_proto",
+    "producers_from_proto",
+    "producers_to_proto",
+    "writes_from_forward",
 ]
 
 # Reads a stored entry's records, as stored (`Log.read_encoded(...).data`).
@@ -87,6 +99,8 @@ def _entry_to_proto(e: Entry, resolve: Resolve, out: raft_pb2.Entry) -> None:
         out.records = records
         out.count = count
         out.crc32c = checksum(records)
+        if p.producers:
+            out.producers.extend(producers_to_proto(p.producers))
     elif e.kind is EntryKind.CONFIG:
         if not isinstance(p, ConfState):
             raise CodecError(f"CONFIG entry {e.index} has no ConfState payload: {p!r}")
@@ -103,10 +117,25 @@ def _entry_from_proto(pb: raft_pb2.Entry) -> Entry:
         records = pb.records
         if checksum(records) != pb.crc32c:
             raise CodecError(f"entry {pb.index}: records fail their CRC-32C")
-        payload = DataBatch(encoded=records, count=pb.count)
+        payload = DataBatch(
+            encoded=records, count=pb.count, producers=producers_from_proto(pb.producers)
+        )
     elif kind is EntryKind.CONFIG:
         payload = ConfState(frozenset(pb.voters), frozenset(pb.learners))
     return Entry(index=pb.index, term=pb.term, kind=kind, size=pb.size, payload=payload)
+
+
+def producers_to_proto(batches: Iterable[ProducerBatch]) -> list[raft_pb2.ProducerBatch]:
+    return [
+        raft_pb2.ProducerBatch(
+            producer_id=b.producer_id, sequence=b.sequence, start=b.start, count=b.count
+        )
+        for b in batches
+    ]
+
+
+def producers_from_proto(pbs: Iterable[raft_pb2.ProducerBatch]) -> tuple[ProducerBatch, ...]:
+    return tuple(ProducerBatch(b.producer_id, b.sequence, b.start, b.count) for b in pbs)
 
 
 def carries_membership(m: Message) -> bool:
@@ -184,12 +213,74 @@ def message_from_proto(pb: raft_pb2.RaftMessage) -> tuple[Message, dict[int, tup
     return message, addresses
 
 
-def forward_request(batch: DataBatch) -> raft_pb2.ForwardRequest:
+def forward_request(
+    batch: DataBatch, writes: Sequence[ProducerBatch] = ()
+) -> raft_pb2.ForwardRequest:
+    """A group of client writes, as one batch of records and where each write's are."""
     records = batch.encoded
-    return raft_pb2.ForwardRequest(records=records, count=batch.count, crc32c=checksum(records))
+    return raft_pb2.ForwardRequest(
+        records=records,
+        count=batch.count,
+        crc32c=checksum(records),
+        writes=producers_to_proto(writes),
+    )
 
 
-def batch_from_forward(pb: raft_pb2.ForwardRequest) -> DataBatch:
+def writes_from_forward(pb: raft_pb2.ForwardRequest) -> list[Write]:
+    """The client writes of a forwarded group (one plain write when it names none)."""
     if checksum(pb.records) != pb.crc32c:
         raise CodecError("forwarded records fail their CRC-32C")
-    return DataBatch(encoded=pb.records, count=pb.count)
+    batch = DataBatch(encoded=pb.records, count=pb.count)
+    records = batch.records
+    if not pb.writes:
+        return [Write(records)]
+    writes: list[Write] = []
+    at = 0
+    for w in pb.writes:
+        if w.start != at or w.count == 0 or at + w.count > len(records):
+            raise CodecError("forwarded writes do not cover the records in order")
+        writes.append(Write(records[at : at + w.count], w.producer_id, w.sequence))
+        at += w.count
+    if at != len(records):
+        raise CodecError("forwarded writes do not cover the records in order")
+    return writes
+
+
+def outcomes_to_proto(outcomes: Sequence[WriteOutcome]) -> list[raft_pb2.WriteOutcome]:
+    out: list[raft_pb2.WriteOutcome] = []
+    for o in outcomes:
+        if isinstance(o, Written):
+            out.append(raft_pb2.WriteOutcome(offset=o.offset, duplicate=o.duplicate))
+        elif isinstance(o, OutOfOrderSequence):
+            out.append(
+                raft_pb2.WriteOutcome(
+                    error_reason="OUT_OF_ORDER_SEQUENCE",
+                    error_message=str(o),
+                    expected_sequence=o.expected,
+                )
+            )
+        elif isinstance(o, DuplicateInFlight):
+            out.append(
+                raft_pb2.WriteOutcome(error_reason="DUPLICATE_IN_FLIGHT", error_message=str(o))
+            )
+        else:
+            raise CodecError(f"a write outcome that cannot be forwarded: {o!r}")
+    return out
+
+
+def outcomes_from_proto(
+    pbs: Sequence[raft_pb2.WriteOutcome], writes: Sequence[Write]
+) -> list[WriteOutcome]:
+    if len(pbs) != len(writes):
+        raise CodecError(f"the leader answered {len(pbs)} outcomes for {len(writes)} writes")
+    out: list[WriteOutcome] = []
+    for pb, w in zip(pbs, writes, strict=True):
+        err: LogError | None = None
+        if pb.error_reason == "OUT_OF_ORDER_SEQUENCE":
+            err = OutOfOrderSequence(w.producer_id, w.sequence, pb.expected_sequence)
+        elif pb.error_reason == "DUPLICATE_IN_FLIGHT":
+            err = DuplicateInFlight(w.producer_id, w.sequence)
+        elif pb.error_reason:
+            raise CodecError(f"the leader answered a write with {pb.error_reason}")
+        out.append(err if err is not None else Written(pb.offset, pb.duplicate))
+    return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import operator
 import random
@@ -30,11 +31,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyproglog.cluster.payload import DataBatch, StoredBatch, now_ms
 from pyproglog.cluster.storage import LogStorage
 from pyproglog.cluster.transport import PeerTransport
-from pyproglog.log import Log, RecordLike
+from pyproglog.log import AppendPlan, Log, RecordLike, Write
 from pyproglog.raft import (
     NONE,
     ConfChange,
@@ -53,6 +55,7 @@ from pyproglog.raft import (
     Role,
     TransferRefused,
 )
+from pyproglog.server.commitlog import WriteOutcome, Written, resolve_plan
 from pyproglog.server.errors import NoQuorum
 from pyproglog.server.errors import NotLeader as NotLeaderError
 
@@ -110,6 +113,15 @@ class _Proposal:
     deadline: float
 
 
+@dataclass(slots=True)
+class _Writes:
+    """Client writes waiting to be proposed as one entry (one group-commit batch)."""
+
+    writes: Sequence[Write]
+    stamp_ms: int
+    future: asyncio.Future[list[WriteOutcome]]
+
+
 class RaftNode:
     """A node of the cluster: the core, its storage, its transport, and who is where."""
 
@@ -143,7 +155,7 @@ class RaftNode:
         self.leader = NONE
         self.term = 0
         self._inbox: deque[tuple[Message, dict[int, tuple[str, str]]]] = deque()
-        self._proposals: deque[tuple[DataBatch, asyncio.Future[int]]] = deque()
+        self._proposals: deque[_Writes] = deque()
         self._calls: deque[Callable[[Raft], None]] = deque()
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_seq = 0
@@ -205,9 +217,9 @@ class RaftNode:
             if not p.future.done():
                 p.future.set_exception(error)
         self._pending.clear()
-        for _, fut in self._proposals:
-            if not fut.done():
-                fut.set_exception(error)
+        for w in self._proposals:
+            if not w.future.done():
+                w.future.set_exception(error)
         self._proposals.clear()
         await self.transport.close()
         await asyncio.to_thread(self.storage.close)
@@ -305,20 +317,28 @@ class RaftNode:
         self._wake.set()
 
     async def propose(self, records: Sequence[RecordLike], timeout: float) -> int:
-        """Replicate `records` as one entry; the first offset once it is committed.
+        """Replicate `records` as one entry; the first offset once it is committed."""
+        (outcome,) = await self.propose_writes([Write(records)], timeout)
+        assert isinstance(outcome, Written)  # a plain write is never refused per write
+        return outcome.offset
 
+    async def propose_writes(self, writes: Sequence[Write], timeout: float) -> list[WriteOutcome]:
+        """Replicate client writes as one entry; per write its outcome once committed.
+
+        An idempotent producer's batch is decided against this leader's whole log
+        when the entry is proposed (log.producers.plan_writes): one the log holds
+        is answered with its offsets, one out of order is refused.
         Raises the service's NotLeader when this node does not lead, and
         NoQuorum when the entry is not committed within `timeout` (then its
         outcome is unknown: it may still commit).
         """
         if not self.is_leader:
             raise NotLeaderError(self.leader_addr)
-        # Stamped once here: every replica stores the same time for each record.
-        batch = DataBatch(records=records, stamp_ms=now_ms())
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[WriteOutcome]] = asyncio.get_running_loop().create_future()
         # The caller may have stopped waiting (timeout) before the outcome is known.
         fut.add_done_callback(_retrieved)
-        self._proposals.append((batch, fut))
+        # Stamped once here: every replica stores the same time for each record.
+        self._proposals.append(_Writes(writes, now_ms(), fut))
         self._wake.set()
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
@@ -489,24 +509,41 @@ class RaftNode:
         if core.role is not Role.LEADER:
             error = NotLeaderError(self.leader_addr)
             while proposals:
-                _, fut = proposals.popleft()
+                fut = proposals.popleft().future
                 if not fut.done():
                     fut.set_exception(error)
             return
         loop_time = asyncio.get_running_loop().time()
         deadline = loop_time + 4 * self.timing.election_timeout
+        planned = False
         while proposals:
-            batch, fut = proposals.popleft()
-            if fut.done():
+            w = proposals[0]
+            if w.future.done():
+                proposals.popleft()
                 continue
-            records = batch.records
+            sequenced = any(x.producer_id for x in w.writes)
+            if sequenced and (planned or core.log.last_index() != self.storage.last_index()):
+                # Producers are decided against the log as persisted: wait until the
+                # entries proposed before this one are in it (the next round).
+                self._wake.set()
+                return
+            proposals.popleft()
+            planned = planned or sequenced
+            plan = self.log.plan(w.writes, self.committed_end)
+            if not plan.records:  # nothing new: every write answered from the log
+                w.future.set_result(resolve_plan(plan, 0))
+                continue
+            records = plan.records
+            batch = DataBatch(records=records, stamp_ms=w.stamp_ms, producers=plan.batches)
             size = sum(map(len, map(_value, records))) + _RECORD_OVERHEAD * len(records)
             try:
                 idx = core.propose(batch, size)
             except (NotLeader, ProposalDropped):
-                fut.set_exception(NotLeaderError(self.leader_addr))
+                w.future.set_exception(NotLeaderError(self.leader_addr))
                 continue
-            self._pending[idx] = _Proposal(core.term, fut, deadline)
+            entry: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            entry.add_done_callback(functools.partial(_resolved, plan, w.future))
+            self._pending[idx] = _Proposal(core.term, entry, deadline)
 
     def _expire_proposals(self) -> None:
         if not self._pending:
@@ -654,7 +691,21 @@ class RaftNode:
         return out
 
 
-def _retrieved(fut: asyncio.Future[int]) -> None:
+def _resolved(
+    plan: AppendPlan, out: asyncio.Future[list[WriteOutcome]], entry: asyncio.Future[int]
+) -> None:
+    """The entry of `plan` committed (its first offset) or failed: answer its writes."""
+    if out.done():
+        return
+    if entry.cancelled():
+        out.cancel()
+    elif (exc := entry.exception()) is not None:
+        out.set_exception(exc)
+    else:
+        out.set_result(resolve_plan(plan, entry.result()))
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
     """Mark an outcome seen, so one nobody waits for any more is not logged as lost."""
     if not fut.cancelled():
         fut.exception()

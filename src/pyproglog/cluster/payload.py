@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyproglog.api.v1 import log_pb2
-from pyproglog.log import RecordLike
+from pyproglog.log import ProducerBatch, RecordLike
 
 __all__ = ["DataBatch", "StoredBatch", "encode_records", "now_ms"]
 
@@ -48,7 +48,7 @@ def now_ms() -> int:
 class DataBatch:
     """Records in memory. Build from `records` (leader) or from `encoded` (wire)."""
 
-    __slots__ = ("_encoded", "_records", "count", "stamp_ms")
+    __slots__ = ("_encoded", "_records", "count", "producers", "stamp_ms")
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class DataBatch:
         encoded: bytes | None = None,
         count: int | None = None,
         stamp_ms: int = 0,
+        producers: Sequence[ProducerBatch] = (),
     ) -> None:
         if records is None and encoded is None:
             raise ValueError("a DataBatch needs records or their encoding")
@@ -64,6 +65,9 @@ class DataBatch:
         # The time records without their own are stored with, on every replica
         # (0: they all have one, as records that came over the wire do).
         self.stamp_ms = stamp_ms
+        # The idempotent producers' batches among the records: every replica's log
+        # remembers them (log.producers), so any of them can dedupe as leader.
+        self.producers = producers
         if count is None:
             count = len(records) if records is not None else len(self.records)
         self.count = count
@@ -92,3 +96,5 @@ class StoredBatch:
 
     first_offset: int
     count: int
+    # The producer batches the log still remembers for the entry (see DataBatch).
+    producers: Sequence[ProducerBatch] = ()

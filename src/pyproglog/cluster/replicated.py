@@ -15,11 +15,10 @@ from collections.abc import Sequence
 import grpc
 
 from pyproglog.cluster.node import RaftNode
-from pyproglog.cluster.payload import DataBatch, now_ms
 from pyproglog.cluster.transport import relayed_error
-from pyproglog.log import EncodedRange, Log, LogInfo, OffsetOutOfRange, Record, RecordLike
+from pyproglog.log import EncodedRange, Log, LogInfo, OffsetOutOfRange, Record, RecordLike, Write
 from pyproglog.raft import NONE, Role
-from pyproglog.server.commitlog import CommitListener
+from pyproglog.server.commitlog import CommitListener, WriteOutcome, Written
 from pyproglog.server.errors import NoQuorum, NotLeader
 from pyproglog.server.results import ReplicaState, ReplicationState
 
@@ -41,6 +40,11 @@ class ReplicatedLog:
         return self.log.config.max_record_bytes
 
     async def append(self, records: Sequence[RecordLike]) -> int:
+        (outcome,) = await self.append_writes([Write(records)])
+        assert isinstance(outcome, Written)  # a plain write is never refused per write
+        return outcome.offset
+
+    async def append_writes(self, writes: Sequence[Write]) -> list[WriteOutcome]:
         node = self.node
         if node.failure is not None:
             raise NoQuorum(f"this node cannot replicate: {node.failure}")
@@ -48,14 +52,14 @@ class ReplicatedLog:
             raise NotLeader(None)
         if node.is_leader:
             try:
-                return await node.propose(records, self.write_timeout)
+                return await node.propose_writes(writes, self.write_timeout)
             except NotLeader:
                 # Refused before it was proposed (leadership is moving: a transfer on
                 # SIGTERM, or just lost): nothing was written, so it may go to the
                 # leader that takes over, and the producer sees no error.
                 if not await self._leader_elsewhere():
                     raise
-        return await self._forward(records)
+        return await self._forward(writes)
 
     async def _leader_elsewhere(self) -> bool:
         """Wait (up to leader_wait) for another node to lead; whether one does."""
@@ -69,14 +73,13 @@ class ReplicatedLog:
             await node.wait_changed(left)
         return True
 
-    async def _forward(self, records: Sequence[RecordLike]) -> int:
+    async def _forward(self, writes: Sequence[Write]) -> list[WriteOutcome]:
         node = self.node
         leader = node.leader
         if leader == NONE or node.leader_addr is None:
             raise NotLeader(node.leader_addr)
-        batch = DataBatch(records=records, stamp_ms=now_ms())
         try:
-            return await node.transport.forward(leader, batch, self.write_timeout)
+            return await node.transport.forward(leader, writes, self.write_timeout)
         except grpc.aio.AioRpcError as exc:
             why = exc.details() or exc.code().name
             relayed = relayed_error(exc)

@@ -27,16 +27,17 @@ import grpc
 
 from pyproglog.cluster.ids import node_id
 from pyproglog.cluster.node import RaftNode, RaftTiming
-from pyproglog.cluster.payload import DataBatch, StoredBatch
+from pyproglog.cluster.payload import StoredBatch
 from pyproglog.cluster.reconciler import Reconciler
 from pyproglog.cluster.replicated import ReplicatedLog
 from pyproglog.cluster.seeds import SeedFile
 from pyproglog.cluster.storage import LogStorage
 from pyproglog.cluster.transport import PeerTransport, add_peer_service
 from pyproglog.discovery import EventKind, GossipMembership, MemberEvent, Membership
-from pyproglog.log import Log
+from pyproglog.log import Log, Write
 from pyproglog.observability.cluster_metrics import ClusterFigures, PeerFigures
 from pyproglog.raft import NONE, ConfChange, ConfChangeKind, Message
+from pyproglog.server.commitlog import WriteOutcome
 from pyproglog.server.errors import InvalidArgument, NotLeader
 from pyproglog.server.servers import ServerInfo
 
@@ -197,13 +198,13 @@ class ClusterNode:
         if self.node is not None:
             self.node.deliver(message, addresses)
 
-    async def forward(self, batch: DataBatch) -> int:
-        """A write a follower forwarded: proposed here if we lead, never forwarded again."""
+    async def forward(self, writes: Sequence[Write]) -> list[WriteOutcome]:
+        """Writes a follower forwarded: proposed here if we lead, never forwarded again."""
         node = self.node
         assert node is not None
         if not node.is_leader:
             raise NotLeader(node.leader_addr)
-        return await node.propose(batch.records, self.options.write_timeout)
+        return await node.propose_writes(writes, self.options.write_timeout)
 
     async def remove_server(self, name: str) -> None:
         node = self.node

@@ -257,7 +257,8 @@ class LogStorage:
 
     def _payload(self, index: int, m: _Meta) -> object:
         if m.kind is EntryKind.DATA:
-            return StoredBatch(m.first, m.end - m.first)
+            producers = self._log.producer_batches(index, m.first)
+            return StoredBatch(m.first, m.end - m.first, tuple(producers))
         if m.kind is EntryKind.CONFIG:
             return self._side[index].conf
         return None
@@ -352,7 +353,11 @@ class LogStorage:
                 if not records:
                     raise StorageError(f"entry {e.index}: a DATA entry without records")
                 offset = log.append_batch(
-                    records, term=e.term, consensus_index=e.index, timestamp_ms=p.stamp_ms or None
+                    records,
+                    term=e.term,
+                    consensus_index=e.index,
+                    timestamp_ms=p.stamp_ms or None,
+                    producers=p.producers,
                 )
                 out[j] = offset
                 self._cached(

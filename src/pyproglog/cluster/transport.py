@@ -36,16 +36,19 @@ from pyproglog.auth.errors import PermissionDenied, Unauthenticated
 from pyproglog.cluster.codec import (
     CodecError,
     Resolve,
-    batch_from_forward,
     carries_membership,
     forward_request,
     message_from_proto,
     message_to_proto,
+    outcomes_from_proto,
+    outcomes_to_proto,
+    writes_from_forward,
 )
-from pyproglog.cluster.payload import DataBatch
+from pyproglog.cluster.payload import DataBatch, now_ms
 from pyproglog.limits import DEFAULT_MAX_RECORD_BYTES, max_message_bytes
-from pyproglog.log import DiskFull, LogWriteError
+from pyproglog.log import DiskFull, LogWriteError, ProducerBatch, RecordLike, Write
 from pyproglog.raft import Message
+from pyproglog.server.commitlog import WriteOutcome, Written
 from pyproglog.server.errors import (
     DOMAIN,
     InvalidArgument,
@@ -114,8 +117,9 @@ class PeerHandler(Protocol):
     def deliver(self, message: Message, addresses: dict[int, tuple[str, str]]) -> None:
         """One message from a peer, on the event loop, in the order the peer sent them."""
 
-    async def forward(self, batch: DataBatch) -> int:
-        """Append a batch a follower forwarded (leader only); the first offset, or raise."""
+    async def forward(self, writes: Sequence[Write]) -> list[WriteOutcome]:
+        """Append the writes a follower forwarded as one entry (leader only); per write
+        its outcome, or raise."""
 
     async def remove_server(self, name: str) -> None:
         """Remove a member from the configuration (leader only), or raise."""
@@ -150,13 +154,14 @@ class PeerServicer(raft_pb2_grpc.RaftServicer):
         self, request: raft_pb2.ForwardRequest, context: Context
     ) -> raft_pb2.ForwardResponse:
         try:
-            batch = batch_from_forward(request)
-            offset = await self._handler.forward(batch)
+            writes = writes_from_forward(request)
+            outcomes = await self._handler.forward(writes)
         except CodecError as exc:
             await abort_for(context, InvalidArgument(str(exc)))
         except Exception as exc:
             await abort_for(context, exc)
-        return raft_pb2.ForwardResponse(offset=offset)
+        first = next((o.offset for o in outcomes if isinstance(o, Written)), 0)
+        return raft_pb2.ForwardResponse(offset=first, outcomes=outcomes_to_proto(outcomes))
 
     async def RemoveServer(
         self, request: raft_pb2.RemoveServerRequest, context: Context
@@ -365,15 +370,26 @@ class PeerTransport:
 
     # -- calls to the leader ----------------------------------------------------------
 
-    async def forward(self, leader: int, batch: DataBatch, timeout: float) -> int:
-        """Append `batch` on the leader; its first offset. Raises the leader's
-        error (`relayed_error`), NotLeader when the leader's address is unknown."""
+    async def forward(
+        self, leader: int, writes: Sequence[Write], timeout: float
+    ) -> list[WriteOutcome]:
+        """Append `writes` on the leader as one entry; per write its outcome. Raises
+        the leader's error (`relayed_error`), NotLeader when its address is unknown."""
         stub = self._stub(leader)
+        records: list[RecordLike] = []
+        spans: list[ProducerBatch] = []
+        for w in writes:
+            spans.append(ProducerBatch(w.producer_id, w.sequence, len(records), len(w.records)))
+            records.extend(w.records)
+        batch = DataBatch(records=records, stamp_ms=now_ms())
         try:
-            response = await stub.Forward(forward_request(batch), timeout=timeout)
+            response = await stub.Forward(forward_request(batch, spans), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise relayed_error(exc) from None
-        return int(response.offset)
+        if not response.outcomes:  # a leader of an older release: plain writes, in order
+            offsets = [int(response.offset) + s.start for s in spans]
+            return [Written(o) for o in offsets]
+        return outcomes_from_proto(response.outcomes, writes)
 
     async def remove_server(self, leader: int, name: str, timeout: float) -> None:
         stub = self._stub(leader)

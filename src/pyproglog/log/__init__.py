@@ -19,11 +19,14 @@ from pyproglog.log.errors import (
 )
 from pyproglog.log.format import Record, RecordLike
 from pyproglog.log.log import Log, LogInfo
+from pyproglog.log.producers import AppendPlan, Duplicate, ProducerBatch, Write
 from pyproglog.log.ranges import EncodedRange
 
 __all__ = [
+    "AppendPlan",
     "CorruptSegment",
     "DiskFull",
+    "Duplicate",
     "DuplicateInFlight",
     "EncodedRange",
     "InvalidConfig",
@@ -36,8 +39,10 @@ __all__ = [
     "MissingRecords",
     "OffsetOutOfRange",
     "OutOfOrderSequence",
+    "ProducerBatch",
     "Record",
     "RecordLike",
     "RecordTooLarge",
     "SyncPolicy",
+    "Write",
 ]

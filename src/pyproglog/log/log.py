@@ -12,6 +12,9 @@ Durability, in order of events for one append call (one entry):
   3. with SyncPolicy.ALWAYS, fdatasync before returning            -> survives power loss
      with SyncPolicy.INTERVAL, a background thread does it every N ms.
 A kill during 1. leaves a torn entry, which recovery cuts whole.
+An append of idempotent producers' batches writes their lines to the producer
+file (producers.py) before 1., and every sync syncs that file first: a record
+on disk always has its line, and lines past the log's end are cut at open.
 """
 
 from __future__ import annotations
@@ -33,8 +36,17 @@ from pyproglog.log.errors import (
     OffsetOutOfRange,
     RecordTooLarge,
     SegmentFull,
+    write_error_from,
 )
 from pyproglog.log.format import FRAME_OVERHEAD, Record, RecordLike
+from pyproglog.log.producers import (
+    AppendPlan,
+    ProducerBatch,
+    ProducerFile,
+    ProducerTable,
+    Write,
+    plan_writes,
+)
 from pyproglog.log.ranges import EncodedRange
 from pyproglog.log.reads import LogInfo, LogReads
 from pyproglog.log.segment import Segment
@@ -75,6 +87,9 @@ class Log(LogReads):
             raise opening.disk_full(exc, self.config) from exc
         self._bases = [s.base_offset for s in self._segments]
         self._orphans = opening.orphan_bases(self.directory)
+        self._producers = ProducerTable()
+        self._producer_file = ProducerFile(self.directory)
+        self._producer_file.load(self._producers, self._segments[-1].next_offset)
         # Retention at open too: a node restarted on a full disk frees room
         # before its first append needs it.
         if retention.configured(self.config):
@@ -160,6 +175,7 @@ class Log(LogReads):
         term: int = 0,
         consensus_index: int = 0,
         timestamp_ms: int | None = None,
+        producers: Sequence[ProducerBatch] = (),
     ) -> int:
         """Append `records` as one entry at contiguous offsets; the first offset.
 
@@ -168,6 +184,8 @@ class Log(LogReads):
         spans two segments. Every record is stored with `term` (the caller's,
         never a record's own) and `consensus_index`, so that a replicated log
         can find an entry and tell, after a restart, which one it applied last.
+        `producers` names the idempotent producers' batches among the records
+        (see `plan`); the log remembers them, durably, with the records.
         """
         if not records:
             raise ValueError("append_batch needs at least one record")
@@ -184,21 +202,28 @@ class Log(LogReads):
         with self._lock:
             self._check_writable()
             first = self._segments[-1].next_offset
+            lines_at = self._producer_file.size
             try:
+                self._write_producers_locked(producers, first, consensus_index, now)
                 self._write_locked(records, total, now, term, consensus_index)
             except LogWriteError as exc:
-                self._drop_suffix_locked(first - 1)
+                self._undo_locked(first, lines_at)
                 if not isinstance(exc, DiskFull):
                     raise
                 if not self._free_space_locked():
                     raise self._disk_full_from(exc) from None
                 try:  # once: retention gave back space
+                    self._write_producers_locked(producers, first, consensus_index, now)
                     self._write_locked(records, total, now, term, consensus_index)
                 except LogWriteError as again:
-                    self._drop_suffix_locked(first - 1)
+                    self._undo_locked(first, lines_at)
                     if isinstance(again, DiskFull):
                         raise self._disk_full_from(again) from None
                     raise
+            for batch in producers:
+                self._producers.add(batch, first + batch.start, consensus_index, now)
+            if producers:
+                self._producer_file.maybe_compact(self._producers)
             self._written_seq += 1
             seq = self._written_seq
             next_offset = self._segments[-1].next_offset
@@ -207,6 +232,35 @@ class Log(LogReads):
         for listener in self._listeners:
             listener(next_offset)
         return first
+
+    def _write_producers_locked(
+        self, producers: Sequence[ProducerBatch], first: int, cidx: int, now: int
+    ) -> None:
+        if not producers:
+            return
+        try:
+            self._producer_file.append(producers, first, cidx, now)
+        except OSError as exc:
+            raise write_error_from(exc, "write to the producer file") from exc
+
+    def _undo_locked(self, first: int, lines_at: int) -> None:
+        """Take back a failed append: its records and its producer lines."""
+        self._drop_suffix_locked(first - 1)
+        if self._producer_file.size > lines_at:
+            self._producer_file.truncate(lines_at)
+
+    def plan(self, writes: Sequence[Write], committed_end: int | None = None) -> AppendPlan:
+        """Decide which writes of one append are new, duplicates or out of order (see
+        producers.plan_writes); `committed_end` defaults to the log's end (a single
+        node, where appended is committed)."""
+        with self._lock:
+            end = self._segments[-1].next_offset if committed_end is None else committed_end
+            return plan_writes(self._producers, writes, end)
+
+    def producer_batches(self, consensus_index: int, first_offset: int) -> list[ProducerBatch]:
+        """The producer batches of entry `consensus_index` the log still remembers."""
+        with self._lock:
+            return self._producers.batches_of_entry(consensus_index, first_offset)
 
     def _write_locked(
         self, records: Sequence[RecordLike], total: int, now: int, term: int, cidx: int
@@ -241,7 +295,13 @@ class Log(LogReads):
 
     def _snapshot(self) -> tuple[int, Callable[[], None]]:
         with self._lock:
-            return self._written_seq, self._segments[-1].sync
+            seg_sync, producers_sync = self._segments[-1].sync, self._producer_file.sync
+
+            def sync() -> None:
+                producers_sync()  # first: a record made durable has its line durable
+                seg_sync()
+
+            return self._written_seq, sync
 
     def _sync_upto(self, seq: int) -> None:
         self._group.sync_upto(seq, self._snapshot)
@@ -305,6 +365,8 @@ class Log(LogReads):
     def _drop_suffix_locked(self, offset: int) -> None:
         if offset >= self._segments[-1].next_offset - 1:
             return
+        self._producers.truncate_after(offset)
+        self._producer_file.truncate_after(offset)
         while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
             self._segments.pop().remove()
             self._bases.pop()
@@ -332,8 +394,10 @@ class Log(LogReads):
                 self._syncer.stop()
             try:
                 if self.config.sync_policy is not SyncPolicy.NEVER:
+                    self._producer_file.sync()
                     self._segments[-1].sync()
             finally:
+                self._producer_file.close()
                 for seg in self._segments:
                     seg.close()
         if self._syncer is not None:
@@ -346,6 +410,8 @@ class Log(LogReads):
             for seg in self._segments:
                 seg.remove()
             self._segments = []
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._producer_file.path)
 
     def reset(self, entry_before: tuple[int, int] = (0, 0), at_offset: int | None = None) -> None:
         """Delete everything and start again, empty, at `at_offset` (default
@@ -360,6 +426,10 @@ class Log(LogReads):
         with self._lock:
             self._check_open()
             # Newest first: a crash part-way leaves a prefix of the log, never a suffix.
+            # The producers go first: lines of batches the log no longer holds would
+            # answer a retry with offsets of records that are gone.
+            self._producers.clear()
+            self._producer_file.reset()
             while self._segments:
                 self._segments.pop().remove()
             self._segments = [self._create(start, entry_before)]

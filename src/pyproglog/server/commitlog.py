@@ -16,16 +16,60 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from pyproglog.log import EncodedRange, Log, LogInfo, Record, RecordLike, SyncPolicy
+from pyproglog.log import (
+    AppendPlan,
+    Duplicate,
+    EncodedRange,
+    Log,
+    LogError,
+    LogInfo,
+    Record,
+    RecordLike,
+    SyncPolicy,
+    Write,
+)
 from pyproglog.server.results import ReplicationState
 
-__all__ = ["CommitListener", "CommitLog", "LocalCommitLog"]
+__all__ = [
+    "CommitListener",
+    "CommitLog",
+    "LocalCommitLog",
+    "WriteOutcome",
+    "Written",
+    "resolve_plan",
+]
 
 # Called with the new committed end (the offset past the committed prefix),
 # from whatever thread committed; it must hop onto its own loop itself.
 CommitListener = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Where one write of an append went (for a duplicate: where it went the first time)."""
+
+    offset: int
+    duplicate: bool = False
+
+
+# Per write: where it went, or the error that refused it (the others still go).
+WriteOutcome = Written | LogError
+
+
+def resolve_plan(plan: AppendPlan, first: int) -> list[WriteOutcome]:
+    """Each write's outcome once the plan's records were appended from `first`."""
+    out: list[WriteOutcome] = []
+    for o in plan.outcomes:
+        if isinstance(o, int):
+            out.append(Written(first + o))
+        elif isinstance(o, Duplicate):
+            out.append(Written(o.first_offset, duplicate=True))
+        else:
+            out.append(o)
+    return out
 
 
 class CommitLog(Protocol):
@@ -41,6 +85,13 @@ class CommitLog(Protocol):
 
         The implementation stamps the term: a term a client sent is never stored.
         """
+        ...
+
+    async def append_writes(self, writes: Sequence[Write]) -> list[WriteOutcome]:
+        """Append several client writes as one entry, once committed; per write its
+        outcome. An idempotent producer's write the log already holds is answered
+        with its first offsets, one out of order is refused (see log.producers),
+        and whichever node decides (the leader) decides against its whole log."""
         ...
 
     def read(self, offset: int) -> Record:
@@ -106,8 +157,10 @@ class LocalCommitLog:
     def max_record_bytes(self) -> int:
         return self.log.config.max_record_bytes
 
-    def _append(self, records: Sequence[RecordLike]) -> int:
+    def _append(self, records: Sequence[RecordLike], plan: AppendPlan | None = None) -> int:
         # Looked up per call: tests replace the log's append_batch to inject faults.
+        if plan is not None and plan.batches:
+            return self.log.append_batch(records, term=self.TERM, producers=plan.batches)
         return self.log.append_batch(records, term=self.TERM)
 
     async def append(self, records: Sequence[RecordLike]) -> int:
@@ -115,6 +168,18 @@ class LocalCommitLog:
             # to_thread copies the context: an fsync span nests under the caller's.
             return await asyncio.to_thread(self._append, records)
         return self._append(records)
+
+    async def append_writes(self, writes: Sequence[Write]) -> list[WriteOutcome]:
+        # Decided and appended with no other append in between: the service's
+        # committer is this log's only writer, and it awaits each append.
+        plan = self.log.plan(writes)
+        first = 0
+        if plan.records:
+            if self._append_off_loop:
+                first = await asyncio.to_thread(self._append, plan.records, plan)
+            else:
+                first = self._append(plan.records, plan)
+        return resolve_plan(plan, first)
 
     def read(self, offset: int) -> Record:
         return self.log.read(offset)

@@ -21,9 +21,17 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from pyproglog.limits import ServiceLimits
-from pyproglog.log import DiskFull, EncodedRange, LogClosed, OffsetOutOfRange, Record, RecordLike
+from pyproglog.log import (
+    DiskFull,
+    EncodedRange,
+    LogClosed,
+    OffsetOutOfRange,
+    Record,
+    RecordLike,
+    Write,
+)
 from pyproglog.log.format import PB_OVERHEAD
-from pyproglog.server.commitlog import CommitLog
+from pyproglog.server.commitlog import CommitLog, Written
 from pyproglog.server.errors import InvalidArgument, ShuttingDown, record_too_large
 from pyproglog.server.hooks import AppendTracer, ServiceObserver
 from pyproglog.server.results import (
@@ -56,9 +64,11 @@ _timestamp = operator.attrgetter("timestamp_ms")
 @dataclass(slots=True)
 class _PendingProduce:
     records: Sequence[RecordLike]
-    future: asyncio.Future[int]
+    future: asyncio.Future[Appended]
     nbytes: int = 0
     origin: object = None  # AppendTracer.capture() of the producer, when tracing
+    producer_id: int = 0  # an idempotent producer's batch: its id and sequence
+    sequence: int = 0
 
 
 class LogService:
@@ -143,21 +153,27 @@ class LogService:
                 raise InvalidArgument(f"{where} has a negative timestamp_ms ({rec.timestamp_ms})")
         raise AssertionError("unreachable: a bad record was found above")
 
-    async def produce(self, records: Sequence[RecordLike]) -> Appended:
+    async def produce(
+        self, records: Sequence[RecordLike], *, producer_id: int = 0, sequence: int = 0
+    ) -> Appended:
         """Append records atomically at contiguous offsets, once committed.
 
         Only `value`, `type` and `timestamp_ms` of a record are the client's:
         the log assigns the offset and the commit log stamps the term.
         Concurrent calls are coalesced into one append by the committer.
+        With a `producer_id`, the records are batch `sequence` of an idempotent
+        producer: a batch the log holds already is answered with its offsets
+        (`duplicate`), one out of order raises OutOfOrderSequence.
         """
         nbytes = self._validate(records)
         if self._closing.is_set():
             raise ShuttingDown()
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         origin = self._tracer.capture() if self._tracer is not None else None
-        self._pending.append(_PendingProduce(records, fut, nbytes, origin))
+        item = _PendingProduce(records, fut, nbytes, origin, producer_id, sequence)
+        self._pending.append(item)
         self._pending_wakeup.set()
-        return Appended(await fut, len(records))
+        return await fut
 
     async def _commit_loop(self) -> None:
         while True:
@@ -186,15 +202,14 @@ class LogService:
 
     async def _commit(self, group: list[_PendingProduce]) -> None:
         """One append for the whole group: one fsync (`always`), one consensus entry."""
-        combined: list[RecordLike] = []
-        for item in group:
-            combined.extend(item.records)
+        writes = [Write(item.records, item.producer_id, item.sequence) for item in group]
+        total = sum(len(item.records) for item in group)
         scope: AbstractContextManager[object] = contextlib.nullcontext()
         if self._tracer is not None:
-            scope = self._tracer.append_scope(len(combined), [item.origin for item in group])
+            scope = self._tracer.append_scope(total, [item.origin for item in group])
         try:
             with scope:
-                first = await self._commit_log.append(combined)
+                outcomes = await self._commit_log.append_writes(writes)
         except Exception as exc:  # every waiter gets the same error
             if isinstance(exc, DiskFull):
                 self._on_disk_full(exc)
@@ -208,15 +223,23 @@ class LogService:
                 self._disk_full_refusals,
             )
             self._disk_full_refusals = None
-        if self._observer is not None:
+        appended = [
+            item
+            for item, o in zip(group, outcomes, strict=True)
+            if isinstance(o, Written) and not o.duplicate
+        ]
+        if self._observer is not None and appended:
             # Counted here, once appended: a producer that stops waiting still wrote.
-            self._observer.on_append_batch(len(combined))
-            self._observer.on_produced(len(combined), sum(item.nbytes for item in group))
-        offset = first
-        for item in group:
-            if not item.future.done():
-                item.future.set_result(offset)
-            offset += len(item.records)
+            count = sum(len(item.records) for item in appended)
+            self._observer.on_append_batch(count)
+            self._observer.on_produced(count, sum(item.nbytes for item in appended))
+        for item, o in zip(group, outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(o, Written):
+                item.future.set_result(Appended(o.offset, len(item.records), o.duplicate))
+            else:
+                item.future.set_exception(o)
 
     def _on_disk_full(self, exc: DiskFull) -> None:
         if self._disk_full_refusals is None:

@@ -24,6 +24,9 @@ class Appended:
 
     first: int
     count: int
+    # An idempotent producer's retry: the records were appended by an earlier
+    # attempt, at these offsets, and nothing was appended now.
+    duplicate: bool = False
 
     @property
     def last(self) -> int:

@@ -10,13 +10,17 @@ from pyproglog.api.raft.v1 import raft_pb2
 from pyproglog.api.v1 import log_pb2
 from pyproglog.cluster.codec import (
     CodecError,
-    batch_from_forward,
     forward_request,
     message_from_proto,
     message_to_proto,
+    outcomes_from_proto,
+    outcomes_to_proto,
+    writes_from_forward,
 )
 from pyproglog.cluster.payload import DataBatch, StoredBatch, encode_records
+from pyproglog.log import DuplicateInFlight, OutOfOrderSequence, ProducerBatch
 from pyproglog.raft import ConfState, Entry, EntryKind, Message, MsgType, SnapshotMeta
+from pyproglog.server.commitlog import Written
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 small = st.integers(min_value=0, max_value=2**40)
@@ -176,8 +180,44 @@ def test_forwarded_batches_round_trip_and_are_checked() -> None:
     pb = raft_pb2.ForwardRequest.FromString(
         forward_request(DataBatch(records=recs)).SerializeToString()
     )
-    batch = batch_from_forward(pb)
-    assert (batch.count, list(batch.records)) == (1, recs)
+    (write,) = writes_from_forward(pb)
+    assert (write.producer_id, list(write.records)) == (0, recs)
     pb.crc32c ^= 1
     with pytest.raises(CodecError):
-        batch_from_forward(pb)
+        writes_from_forward(pb)
+
+
+def test_forwarded_writes_and_their_outcomes_round_trip() -> None:
+    recs = [log_pb2.Record(value=b"%d" % i, timestamp_ms=5) for i in range(3)]
+    spans = [ProducerBatch(0, 0, 0, 1), ProducerBatch(9, 4, 1, 2)]
+    pb = raft_pb2.ForwardRequest.FromString(
+        forward_request(DataBatch(records=recs), spans).SerializeToString()
+    )
+    writes = writes_from_forward(pb)
+    assert [(w.producer_id, w.sequence, list(w.records)) for w in writes] == [
+        (0, 0, recs[:1]),
+        (9, 4, recs[1:]),
+    ]
+    outcomes = [Written(10), OutOfOrderSequence(9, 4, 2)]
+    back = outcomes_from_proto(outcomes_to_proto(outcomes), writes)
+    assert back[0] == Written(10)
+    assert isinstance(back[1], OutOfOrderSequence) and back[1].expected == 2
+    back = outcomes_from_proto(
+        outcomes_to_proto([Written(3, True), DuplicateInFlight(9, 4)]), writes
+    )
+    assert back[0] == Written(3, duplicate=True) and isinstance(back[1], DuplicateInFlight)
+    # Writes that do not cover the records in order are refused whole.
+    pb.writes[1].start = 2
+    with pytest.raises(CodecError, match="cover"):
+        writes_from_forward(pb)
+
+
+def test_entry_producer_batches_travel_with_the_records() -> None:
+    recs = [log_pb2.Record(value=b"v", timestamp_ms=5)] * 2
+    batches = (ProducerBatch(5, 1, 0, 2),)
+    entry = Entry(7, 2, EntryKind.DATA, 10, DataBatch(records=recs, producers=batches))
+    m = Message(MsgType.APPEND, to=2, frm=1, term=2, entries=(entry,))
+    pb = raft_pb2.RaftMessage.FromString(message_to_proto(m, no_resolve, None).SerializeToString())
+    got, _ = message_from_proto(pb)
+    payload = got.entries[0].payload
+    assert isinstance(payload, DataBatch) and tuple(payload.producers) == batches

@@ -4,7 +4,7 @@ reconnects, drops, forwarded calls and their errors, TLS and the `replicate` ACL
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +26,9 @@ from pyproglog.cluster.transport import (
     add_peer_service,
     peer_channel_options,
 )
-from pyproglog.log import DiskFull, LogWriteError
+from pyproglog.log import DiskFull, LogWriteError, Write
 from pyproglog.raft import ConfState, Entry, EntryKind, Message, MsgType
+from pyproglog.server.commitlog import WriteOutcome, Written
 from pyproglog.server.errors import (
     InvalidArgument,
     NoQuorum,
@@ -53,7 +54,7 @@ class Recorder:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.addresses: list[dict[int, tuple[str, str]]] = []
-        self.batches: list[DataBatch] = []
+        self.writes: list[list[Write]] = []
         self.removed: list[str] = []
         self.error: BaseException | None = None
         self.next_offset = 0
@@ -64,12 +65,15 @@ class Recorder:
         self.addresses.append(addresses)
         self._arrived.set()
 
-    async def forward(self, batch: DataBatch) -> int:
+    async def forward(self, writes: Sequence[Write]) -> list[WriteOutcome]:
         if self.error is not None:
             raise self.error
-        self.batches.append(batch)
-        first, self.next_offset = self.next_offset, self.next_offset + batch.count
-        return first
+        self.writes.append(list(writes))
+        out: list[WriteOutcome] = []
+        for w in writes:
+            out.append(Written(self.next_offset))
+            self.next_offset += len(w.records)
+        return out
 
     async def remove_server(self, name: str) -> None:
         if self.error is not None:
@@ -298,13 +302,14 @@ async def test_a_damaged_message_is_dropped_and_the_stream_goes_on() -> None:
 async def test_forward_round_trip() -> None:
     handler = Recorder()
     handler.next_offset = 40
-    batch = DataBatch(records=records(b"a", b"b", b"c"))
+    group = [Write(records(b"a", b"b")), Write(records(b"c"), producer_id=7, sequence=0)]
     async with peer_server(handler) as addr, transport() as t:
         t.set_address(PEER, addr)
-        assert await t.forward(PEER, batch, timeout=PATIENCE) == 40
-        assert await t.forward(PEER, DataBatch(records=records(b"d")), timeout=PATIENCE) == 43
-    assert handler.batches[0].encoded == batch.encoded
-    assert handler.batches[0].count == 3
+        assert await t.forward(PEER, group, timeout=PATIENCE) == [Written(40), Written(42)]
+        assert await t.forward(PEER, [Write(records(b"d"))], timeout=PATIENCE) == [Written(43)]
+    got = handler.writes[0]
+    assert [[r.value for r in w.records] for w in got] == [[b"a", b"b"], [b"c"]]
+    assert [(w.producer_id, w.sequence) for w in got] == [(0, 0), (7, 0)]
 
 
 async def test_remove_server_round_trip() -> None:
@@ -318,7 +323,7 @@ async def test_remove_server_round_trip() -> None:
 async def test_a_leader_without_an_address_is_not_leader() -> None:
     async with transport() as t:
         with pytest.raises(NotLeader) as caught:
-            await t.forward(PEER, DataBatch(records=records(b"x")), timeout=1)
+            await t.forward(PEER, [Write(records(b"x"))], timeout=1)
     assert caught.value.leader_addr is None
 
 
@@ -367,7 +372,7 @@ async def test_the_leaders_error_is_raised_again_on_the_follower(error: BaseExce
     async with peer_server(handler) as addr, transport() as t:
         t.set_address(PEER, addr)
         with pytest.raises(Exception) as forwarded:
-            await t.forward(PEER, DataBatch(records=records(b"x")), timeout=PATIENCE)
+            await t.forward(PEER, [Write(records(b"x"))], timeout=PATIENCE)
         with pytest.raises(Exception) as removed:
             await t.remove_server(PEER, "n3", timeout=PATIENCE)
     # The follower answers its client (gRPC or HTTP) just as the leader would have.
@@ -382,7 +387,7 @@ async def test_a_bug_on_the_leader_stays_a_grpc_error() -> None:
     async with peer_server(handler) as addr, transport() as t:
         t.set_address(PEER, addr)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await t.forward(PEER, DataBatch(records=records(b"x")), timeout=PATIENCE)
+            await t.forward(PEER, [Write(records(b"x"))], timeout=PATIENCE)
     assert caught.value.code() == grpc.StatusCode.INTERNAL
 
 
@@ -393,7 +398,7 @@ async def test_a_damaged_forward_is_refused() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await raft_pb2_grpc.RaftStub(channel).Forward(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert handler.batches == []
+    assert handler.writes == []
 
 
 # -- TLS and the ACL ------------------------------------------------------------------------
@@ -454,7 +459,7 @@ async def test_nodes_replicate_over_mutual_tls(peers: Peers) -> None:
     async with secure_server(peers, handler) as addr, transport(credentials=peers.node) as t:
         t.set_address(PEER, addr)
         t.send([heartbeat(c) for c in range(3)])
-        assert await t.forward(PEER, DataBatch(records=records(b"x")), timeout=PATIENCE) == 0
+        assert await t.forward(PEER, [Write(records(b"x"))], timeout=PATIENCE) == [Written(0)]
         got = await handler.wait_for(3)
     assert [m.commit for m in got] == [0, 1, 2]
 
@@ -474,9 +479,9 @@ async def test_peers_without_our_certificate_are_refused(
         t.send([heartbeat(1)])
         assert PEER in await unreachable_soon(t, PEER)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await t.forward(PEER, DataBatch(records=records(b"x")), timeout=PATIENCE)
+            await t.forward(PEER, [Write(records(b"x"))], timeout=PATIENCE)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert handler.messages == [] and handler.batches == []
+    assert handler.messages == [] and handler.writes == []
 
 
 async def test_a_subject_without_replicate_is_denied(peers: Peers) -> None:
@@ -490,10 +495,10 @@ async def test_a_subject_without_replicate_is_denied(peers: Peers) -> None:
         async with transport(credentials=root) as t:
             t.set_address(PEER, addr)
             with pytest.raises(PermissionDenied) as forwarded:
-                await t.forward(PEER, DataBatch(records=records(b"x")), timeout=PATIENCE)
+                await t.forward(PEER, [Write(records(b"x"))], timeout=PATIENCE)
             t.send([heartbeat(2)])
             assert PEER in await unreachable_soon(t, PEER)
     assert sent.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_info(sent.value).metadata["action"] == "replicate"
     assert (forwarded.value.subject, forwarded.value.action) == ("root", "replicate")
-    assert handler.messages == [] and handler.batches == []
+    assert handler.messages == [] and handler.writes == []

@@ -244,8 +244,12 @@ class LogServicer(log_pb2_grpc.LogServicer):
     async def ProduceBatch(
         self, request: log_pb2.ProduceBatchRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceBatchResponse:
-        a = await self._service.produce(request.records)
-        return log_pb2.ProduceBatchResponse(base_offset=a.first, last_offset=a.last, count=a.count)
+        a = await self._service.produce(
+            request.records, producer_id=request.producer_id, sequence=request.sequence
+        )
+        return log_pb2.ProduceBatchResponse(
+            base_offset=a.first, last_offset=a.last, count=a.count, duplicate=a.duplicate
+        )
 
     # Fetch and ConsumeBatchStream answer the stored bytes as they are: the
     # records' encoding is the `records` field of a FetchResponse, and the

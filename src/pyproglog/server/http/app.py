@@ -182,16 +182,24 @@ def create_app(service: LogService, servers: ServerLister) -> FastAPI:
                     }
                 }
             },
-            **error_responses(400, 413, 503, 507),
+            **error_responses(400, 409, 413, 503, 507),
         },
     )
     async def produce_batch(
         body: Annotated[ProduceBatchRequest, Body()], response: Response
     ) -> ProduceBatchResponse:
-        a = await service.produce([to_log_record(r) for r in body.records])
+        a = await service.produce(
+            [to_log_record(r) for r in body.records],
+            producer_id=body.producer_id,
+            sequence=body.sequence,
+        )
         response.headers["Location"] = f"/v1/records/{a.first}"
         return ProduceBatchResponse(
-            base_offset=a.first, last_offset=a.last, count=a.count, offsets=list(a.offsets)
+            base_offset=a.first,
+            last_offset=a.last,
+            count=a.count,
+            offsets=list(a.offsets),
+            duplicate=a.duplicate,
         )
 
     @v1.get(

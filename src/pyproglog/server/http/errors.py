@@ -38,6 +38,8 @@ _ERROR_DOCS = {
     401: "No verified client certificate, on a node that enforces an ACL.",
     403: "The ACL does not permit the client's certificate subject this action.",
     404: "The offset is not in the log (past the end, or below the lowest retained offset).",
+    409: "An idempotent producer's batch out of order (OUT_OF_ORDER_SEQUENCE): nothing "
+    "was written; send the `expected_sequence` batch first.",
     413: "A record value is larger than the record size limit, or the request body is "
     "larger than the gateway reads; nothing was written.",
     500: "Stored data failed its checksum (DATA_LOSS).",

@@ -121,6 +121,13 @@ class ProduceBatchRequest(BaseModel):
     records: list[NewRecord] = Field(
         min_length=1, description="Appended atomically at contiguous offsets."
     )
+    producer_id: Uint64 = Field(
+        default=0,
+        description="An idempotent producer's id (random, non-zero); 0: a plain write.",
+    )
+    sequence: Uint64 = Field(
+        default=0, description="The producer's batch number: 0, 1, 2, ... (see docs/api.md)."
+    )
 
 
 class ProduceBatchResponse(BaseModel):
@@ -128,6 +135,10 @@ class ProduceBatchResponse(BaseModel):
     last_offset: Uint64 = Field(description="Offset of the last record.")
     count: Uint32
     offsets: list[Uint64] = Field(description="The offset of each record, in request order.")
+    duplicate: bool = Field(
+        default=False,
+        description="The producer's batch was already in the log: these are its offsets.",
+    )
 
 
 class FetchResponse(BaseModel):
