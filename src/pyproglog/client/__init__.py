@@ -10,8 +10,11 @@ with Client(["10.0.0.1:8400", "10.0.0.2:8400"]) as log:  # writes to the leader,
     log.produce(b"hello")                                 # reads to the followers
 """
 
+from pyproglog.client._aio import AsyncClient
 from pyproglog.client._client import DEFAULT_TIMEOUT, Client, RecordInput, Value
+from pyproglog.client._consumer import Consumer
 from pyproglog.client._errors import (
+    BufferFull,
     Cancelled,
     ClientClosed,
     ClientError,
@@ -19,6 +22,7 @@ from pyproglog.client._errors import (
     DeadlineExceeded,
     InvalidArgument,
     OffsetOutOfRange,
+    OutOfOrderSequence,
     PermissionDenied,
     ResourceExhausted,
     ServerError,
@@ -28,8 +32,10 @@ from pyproglog.client._errors import (
     Unavailable,
     Unreachable,
 )
+from pyproglog.client._producer import Producer
 from pyproglog.client._tls import ClientTLS
 from pyproglog.client._types import (
+    BatchAck,
     FetchResult,
     LogInfo,
     Record,
@@ -40,18 +46,24 @@ from pyproglog.client._types import (
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "AsyncClient",
+    "BatchAck",
+    "BufferFull",
     "Cancelled",
     "Client",
     "ClientClosed",
     "ClientError",
     "ClientTLS",
+    "Consumer",
     "DataLoss",
     "DeadlineExceeded",
     "FetchResult",
     "InvalidArgument",
     "LogInfo",
     "OffsetOutOfRange",
+    "OutOfOrderSequence",
     "PermissionDenied",
+    "Producer",
     "Record",
     "RecordInput",
     "ReplicaState",

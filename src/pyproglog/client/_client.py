@@ -10,15 +10,15 @@ import grpc
 
 from pyproglog.api.raft.v1 import raft_pb2
 from pyproglog.api.v1 import log_pb2
-from pyproglog.client import _routing
+from pyproglog.client import _sync_router
 from pyproglog.client._errors import ClientClosed, Unreachable, from_rpc_error
-from pyproglog.client._routing import DEFAULT_REFRESH_INTERVAL, Conn, Kind, ReadFrom, Router
+from pyproglog.client._routing import DEFAULT_REFRESH_INTERVAL, Kind, ReadFrom
+from pyproglog.client._sync_router import Conn, Router
 from pyproglog.client._tls import ClientTLS
 from pyproglog.client._types import (
     FetchResult,
     LogInfo,
     Record,
-    ReplicaState,
     Server,
     TimestampOffset,
 )
@@ -42,6 +42,21 @@ def _to_pb(item: RecordInput) -> log_pb2.Record:
             value=item.value, timestamp_ms=item.timestamp_ms, term=item.term, type=item.type
         )
     return log_pb2.Record(value=_to_bytes(item))
+
+
+def batch_request(
+    records: Iterable[RecordInput], producer_id: int = 0, sequence: int = 0
+) -> log_pb2.ProduceBatchRequest:
+    """A ProduceBatchRequest of `records`. Plain bytes values (what the Producer
+    batches) are added in place, about 6 times cheaper than a Record message each."""
+    req = log_pb2.ProduceBatchRequest(producer_id=producer_id, sequence=sequence)
+    add = req.records.add
+    for r in records:
+        if type(r) is bytes:
+            add(value=r)
+        else:
+            req.records.append(_to_pb(r))
+    return req
 
 
 class Client:
@@ -191,7 +206,7 @@ class Client:
         if self._closed:  # grpc would raise a bare ValueError
             raise ClientClosed()
         if self._router is not None:
-            resp: _T = _routing.call(self._router, kind, invoke, timeout, offset=offset)
+            resp: _T = _sync_router.call(self._router, kind, invoke, timeout, offset=offset)
             return resp
         conn = self._conn
         assert conn is not None
@@ -228,7 +243,7 @@ class Client:
         Record i of the batch is at the returned offset + i.
         """
         # Durable once answered, as `produce`: the server acknowledges committed records.
-        req = log_pb2.ProduceBatchRequest(records=[_to_pb(r) for r in records])
+        req = batch_request(records)
         resp: log_pb2.ProduceBatchResponse = self._call(
             "write", lambda c, t: c.stub.ProduceBatch(req, timeout=t), self._deadline(timeout)
         )
@@ -280,11 +295,7 @@ class Client:
             self._deadline(timeout, max_wait_ms / 1000),
             offset=offset,
         )
-        return FetchResult(
-            records=tuple(Record.from_pb(r) for r in resp.records),
-            next_offset=resp.next_offset,
-            high_watermark=resp.high_watermark,
-        )
+        return FetchResult.from_pb(resp)
 
     def tail(
         self, offset: int, *, max_records: int = 0, max_bytes: int = 0
@@ -344,7 +355,7 @@ class Client:
             lambda c, t: c.stub.GetServers(log_pb2.GetServersRequest(), timeout=t),
             self._deadline(timeout),
         )
-        servers = [Server(s.id, s.rpc_addr, s.is_leader, s.voter) for s in resp.servers]
+        servers = [Server.from_pb(s) for s in resp.servers]
         if self._router is not None:
             self._router.update(servers)
         return servers
@@ -369,24 +380,7 @@ class Client:
             lambda c, t: c.stub.GetLogInfo(log_pb2.GetLogInfoRequest(), timeout=t),
             self._deadline(timeout),
         )
-        return LogInfo(
-            lowest_offset=r.lowest_offset,
-            highest_offset=None if r.empty else r.highest_offset,
-            next_offset=r.next_offset,
-            empty=r.empty,
-            segment_count=r.segment_count,
-            size_bytes=r.size_bytes,
-            commit_offset=None if r.empty else r.commit_offset,
-            # A server older than these fields sends no role: it is a single node.
-            role=r.role or "standalone",
-            term=r.term,
-            leader_id=r.leader_id or None,
-            leader_addr=r.leader_addr or None,
-            replicas=tuple(
-                ReplicaState(p.id, p.rpc_addr, p.voter, p.match_index, p.lag_entries)
-                for p in r.replicas
-            ),
-        )
+        return LogInfo.from_pb(r)
 
     def offset_for_timestamp(
         self, timestamp_ms: int, *, timeout: float | None = None

@@ -111,7 +111,8 @@ def tls_problem(reason: str) -> TLSProblem | None:
         return "plaintext_server"
     if "CERTIFICATE_VERIFY_FAILED" in reason or "Peer name" in reason:
         return "untrusted_server"
-    if reason == "Socket closed":
+    # A routed call that gave up adds " (retried for Ns)" to the last reason.
+    if reason.split(" (retried for ", 1)[0] == "Socket closed":
         return "handshake_closed"
     return None
 
@@ -139,6 +140,28 @@ class OffsetOutOfRange(ClientError):
 
 def _int(text: str | None, default: int | None) -> int | None:
     return int(text) if text is not None and text.isdigit() else default
+
+
+class OutOfOrderSequence(ClientError):
+    """The leader refused a producer's batch: it expects batch `expected_sequence` of
+    producer `producer_id` first. Nothing was written; never retried by the client."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        details: Sequence[Message] = (),
+    ) -> None:
+        super().__init__(message, code=code, details=details)
+        meta = self.error_metadata
+        self.producer_id = _int(meta.get("producer_id"), 0) or 0
+        self.sequence = _int(meta.get("sequence"), 0) or 0
+        self.expected_sequence = _int(meta.get("expected_sequence"), 0) or 0
+
+
+class BufferFull(ClientError):
+    """A Producer's `send_nowait` found no room in its buffer: nothing was taken."""
 
 
 class InvalidArgument(ClientError):
@@ -203,6 +226,13 @@ def _status_details(exc: grpc.RpcError) -> list[Message] | None:
     return None
 
 
+def _reason(details: Sequence[Message]) -> str | None:
+    for d in details:
+        if isinstance(d, error_details_pb2.ErrorInfo):
+            return str(d.reason)
+    return None
+
+
 def _unpack(detail: any_pb2.Any) -> Message:
     name = detail.TypeName()
     try:
@@ -254,6 +284,8 @@ def from_rpc_error(
         return DeadlineExceeded(f"no answer from {addr}{within}", code=code)
     if code is grpc.StatusCode.OUT_OF_RANGE:
         return OffsetOutOfRange(text, offset, code=code, details=rich or ())
+    if rich is not None and _reason(rich) == "OUT_OF_ORDER_SEQUENCE":
+        return OutOfOrderSequence(text, code=code, details=rich)
     cls = _BY_CODE.get(code, ServerError)
     if cls is ServerError:
         text = f"{code.name}: {text}"

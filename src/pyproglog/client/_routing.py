@@ -1,8 +1,15 @@
-"""Where a routed client's calls go: the cluster view, one channel per server, retries.
+"""Where a routed client's calls go, and when a failed one is tried again.
 
 grpcio for Python has no pluggable resolver or picker (the book's chapter 9 wrote
 both in Go), so the same job lives here: GetServers gives the members and the
 leader, writes go to the leader, reads round-robin over the followers.
+
+This module is the part both clients share, and it does no I/O and never
+sleeps: `View` is the cluster as last seen and the picks, `RefreshRound` what
+a round of GetServers answers makes of the view, `Attempts` one call's
+deadline, backoff and retry rules. The drivers that talk to the servers are
+thin loops around them: `_sync_router` (the thread-safe `Client`) and `_aio`
+(`AsyncClient`).
 """
 
 from __future__ import annotations
@@ -11,16 +18,14 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Literal, Protocol
 
 import grpc
 
-from pyproglog.api.raft.v1 import raft_pb2_grpc
-from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.client._errors import (
-    ClientClosed,
     ClientError,
+    DeadlineExceeded,
     Unavailable,
     Unreachable,
     from_rpc_error,
@@ -28,7 +33,10 @@ from pyproglog.client._errors import (
 from pyproglog.client._types import Server
 
 ReadFrom = Literal["followers", "leader"]
-Kind = Literal["write", "read"]
+# A sequenced write ("write_idempotent") carries a producer id and a batch number:
+# the leader answers a repeat with the first answer, so it may be retried when
+# its outcome is unknown.
+Kind = Literal["write", "read", "write_idempotent"]
 
 DEFAULT_REFRESH_INTERVAL = 30.0
 # Exponential backoff between attempts: full jitter over [0, step], the step
@@ -42,35 +50,28 @@ REFRESH_ASK_TIMEOUT = 1.0
 # With no deadline at all (timeout=None), retries still end: never a hang on a
 # cluster that is down.
 UNBOUNDED_RETRY_BUDGET = 60.0
+# A sequenced write's attempt gets a share of the call's budget (at least the
+# floor), so that a frozen leader leaves time to retry on the next one; cutting
+# a slow attempt short costs nothing, since the retry is answered as a duplicate.
+SEQUENCED_ATTEMPT_SHARE = 0.25
+SEQUENCED_ATTEMPT_FLOOR = 2.0
 
 # Reasons that say the server did not take the write: another node, or the same
 # one later, may. NO_QUORUM and WRITE_FAILED are left out on purpose: the write
 # may still commit, and a retry could append it twice.
 _SAFE_WRITE_REASONS = frozenset({"NOT_LEADER", "SHUTTING_DOWN"})
+# Outcome unknown, or (DUPLICATE_IN_FLIGHT) known to be on its way: a sequenced
+# write's retry is deduplicated by the leader, so these are retried too.
+_SEQUENCED_RETRY_REASONS = frozenset({"NO_QUORUM", "DUPLICATE_IN_FLIGHT", "WRITE_FAILED"})
 
 
-class Conn:
-    """One server's channel and stubs."""
+class Reach(Protocol):
+    """What the retry rules need of a driver's connection to one server."""
 
-    def __init__(self, addr: str, make_channel: Callable[[str], grpc.Channel]) -> None:
-        self.addr = addr
-        self.channel = make_channel(addr)
-        self.stub = log_pb2_grpc.LogStub(self.channel)
-        self._raft: raft_pb2_grpc.RaftStub | None = None
-        # Raw bytes in and out: only whether the server answers matters.
-        self.health_check = self.channel.unary_unary("/grpc.health.v1.Health/Check")
-        # Whether the server has answered on this channel: a deadline passing
-        # before that means "unreachable", after it "slow".
-        self.reached = False
-
-    @property
-    def raft(self) -> raft_pb2_grpc.RaftStub:
-        if self._raft is None:
-            self._raft = raft_pb2_grpc.RaftStub(self.channel)
-        return self._raft
-
-    def close(self) -> None:
-        self.channel.close()
+    addr: str
+    # Whether the server has answered on this channel: a deadline passing before
+    # that means "unreachable", after it "slow".
+    reached: bool
 
 
 def retriable(err: ClientError, exc: grpc.RpcError, kind: Kind) -> bool:
@@ -79,14 +80,26 @@ def retriable(err: ClientError, exc: grpc.RpcError, kind: Kind) -> bool:
     A read may be retried after any UNAVAILABLE. A write only when the server
     said it did not take it (NOT_LEADER, SHUTTING_DOWN) or when the request
     never left the client (no connection). A connection lost mid-call, or
-    NO_QUORUM, leaves the write's outcome unknown: the caller decides.
+    NO_QUORUM, leaves the write's outcome unknown: the caller decides. A
+    sequenced write may be repeated whatever happened to the first attempt
+    (the leader dedupes it), so it is also retried on those, on
+    DUPLICATE_IN_FLIGHT and WRITE_FAILED, and after an attempt's deadline (the
+    caller checks that time remains). OUT_OF_ORDER_SEQUENCE never is.
     """
+    if kind == "write_idempotent" and isinstance(err, DeadlineExceeded):
+        return True
     if not isinstance(err, Unavailable):
         return False
     if kind == "read":
         return True
-    if err.error_reason is not None:
-        return err.error_reason in _SAFE_WRITE_REASONS
+    reason = err.error_reason
+    if reason is not None:
+        if reason in _SAFE_WRITE_REASONS:
+            return True
+        return kind == "write_idempotent" and reason in _SEQUENCED_RETRY_REASONS
+    if kind == "write_idempotent":
+        # No reason: the transport failed (refused, lost mid-call, no answer).
+        return True
     return isinstance(err, Unreachable) and _never_sent(exc)
 
 
@@ -100,29 +113,37 @@ def _never_sent(exc: grpc.RpcError) -> bool:
     return "failed to connect to all addresses" in details or "DNS resolution failed" in details
 
 
-class Router:
-    """The cluster as the client last saw it, and a channel per server.
+def backoff_delays() -> Iterator[float]:
+    """Full-jitter exponential backoff: the sleep before each retry."""
+    step = BACKOFF_FIRST
+    while True:
+        yield random.uniform(0, step)
+        step = min(step * 2, BACKOFF_CAP)
 
-    Thread-safe: the view is swapped under a lock; network questions are asked
-    outside it.
+
+class View:
+    """The cluster as the client last saw it, and the picks made from it.
+
+    Thread-safe (the sync client's threads share it); no I/O. A `pinned` view
+    is a direct client's one server: every pick is that address, and it never
+    goes stale nor follows a leader hint.
     """
 
     def __init__(
         self,
         seeds: Sequence[str],
-        make_channel: Callable[[str], grpc.Channel],
         *,
-        read_from: ReadFrom,
-        refresh_interval: float | None,
+        read_from: ReadFrom = "followers",
+        refresh_interval: float | None = DEFAULT_REFRESH_INTERVAL,
+        pinned: bool = False,
     ) -> None:
         if not seeds:
             raise ValueError("a routed client needs at least one bootstrap address")
         self.seeds = list(dict.fromkeys(seeds))
         self.read_from: ReadFrom = read_from
         self.refresh_interval = refresh_interval
-        self._make_channel = make_channel
+        self.pinned = pinned
         self._lock = threading.Lock()
-        self._conns: dict[str, Conn] = {}
         self._servers: list[Server] = []
         self._leader: str | None = None
         self._rr = itertools.count()
@@ -130,32 +151,6 @@ class Router:
         # Whether a member answered the last refresh: a view with no leader then
         # means an election, not a cluster that is down.
         self._answered = False
-        self._closed = False
-
-    # -- channels ----------------------------------------------------------------------
-
-    def conn(self, addr: str) -> Conn:
-        with self._lock:
-            if self._closed:
-                raise ClientClosed()
-            c = self._conns.get(addr)
-            if c is None:
-                c = self._conns[addr] = Conn(addr, self._make_channel)
-            return c
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conns, self._conns = list(self._conns.values()), {}
-        for c in conns:
-            c.close()
-
-    @property
-    def reached(self) -> bool:
-        with self._lock:
-            return any(c.reached for c in self._conns.values())
-
-    # -- the view ----------------------------------------------------------------------
 
     @property
     def servers(self) -> list[Server]:
@@ -173,6 +168,8 @@ class Router:
             return self._answered and self._leader is None
 
     def stale(self) -> bool:
+        if self.pinned:
+            return False
         with self._lock:
             if self._refreshed_at is None:
                 return True
@@ -190,8 +187,15 @@ class Router:
                 self._servers = view
                 self._leader = leaders[0] if len(leaders) == 1 else None
 
+    def unanswered(self) -> None:
+        """Nobody answered a refresh: keep the last view, but it is no election."""
+        with self._lock:
+            self._answered = False
+
     def hint_leader(self, addr: str) -> None:
         """A server named the leader (NOT_LEADER's leader_addr): go there at once."""
+        if self.pinned:
+            return
         with self._lock:
             self._leader = addr
             if all(s.rpc_addr != addr for s in self._servers):
@@ -202,11 +206,8 @@ class Router:
             if self._leader == addr:
                 self._leader = None
 
-    def refresh(self, deadline: float | None, first: str | None = None) -> bool:
-        """Ask the members (then the seeds) for GetServers until one names a leader.
-
-        Keeps the last view when nobody answers; whether anybody did.
-        """
+    def refresh_round(self, first: str | None = None) -> RefreshRound:
+        """A round of GetServers questions: the members, then the seeds."""
         with self._lock:
             known = [s.rpc_addr for s in self._servers]
             old_leader = self._leader
@@ -214,39 +215,9 @@ class Router:
         order = [a for a in [first, *known, *self.seeds] if a and a != old_leader]
         if old_leader is not None:
             order.append(old_leader)
-        answered: list[Server] | None = None
-        for addr in dict.fromkeys(order):
-            remaining = _remaining(deadline)
-            if remaining is not None and remaining <= 0:
-                break
-            ask = REFRESH_ASK_TIMEOUT if remaining is None else min(remaining, REFRESH_ASK_TIMEOUT)
-            try:
-                conn = self.conn(addr)
-            except ClientClosed:
-                return False
-            try:
-                resp = conn.stub.GetServers(log_pb2.GetServersRequest(), timeout=ask)
-            except grpc.RpcError:
-                continue
-            except ValueError:  # the channel was closed under us (client closed)
-                return False
-            conn.reached = True
-            view = [Server(s.id, s.rpc_addr, s.is_leader, s.voter) for s in resp.servers]
-            if any(s.is_leader for s in view):
-                self.update(view)
-                return True
-            if answered is None:
-                answered = view
-        if answered is not None:
-            self.update(answered)
-            return True
-        with self._lock:
-            self._answered = False
-        return False
+        return RefreshRound(self, list(dict.fromkeys(order)))
 
-    # -- picking -----------------------------------------------------------------------
-
-    def pick(self, kind: Kind, avoid: set[str]) -> str | None:
+    def pick(self, kind: Kind, avoid: Iterable[str] = ()) -> str | None:
         """The address for the next attempt of a call; `avoid` holds those that failed it.
 
         None for a write while the members answer but name no leader (an
@@ -254,6 +225,9 @@ class Router:
         forward it, but to the leader it still believes in, and a forward that
         fails answers NO_QUORUM (outcome unknown, not retried).
         """
+        if self.pinned:
+            return self.seeds[0]
+        avoid = set(avoid)
         with self._lock:
             leader = self._leader
             electing = self._answered and leader is None
@@ -262,16 +236,17 @@ class Router:
                 s.rpc_addr for s in self._servers if not s.is_leader and s.rpc_addr != leader
             ]
             n = next(self._rr)
-        if kind == "write" and electing:
+        write = kind != "read"
+        if write and electing:
             return None
-        if kind == "write" or self.read_from == "leader":
+        if write or self.read_from == "leader":
             # No leader known and nobody answered the refresh: try every address,
             # and say so (Unreachable) when that fails too.
             candidates = [leader] if leader is not None else everyone
         else:
             candidates = followers or ([leader] if leader is not None else everyone)
         fresh = [a for a in candidates if a not in avoid]
-        if not fresh and kind == "read":
+        if not fresh and not write:
             # Every usual target failed this read: any other member, else start over.
             fresh = [a for a in everyone if a not in avoid]
         if not fresh:
@@ -280,84 +255,145 @@ class Router:
         return fresh[n % len(fresh)]
 
 
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
+class RefreshRound:
+    """Asking the members (then the seeds) for GetServers until one names a leader.
 
+    The driver asks each address of `order` in turn, giving each question
+    `ask_timeout(deadline)`, and hands every answer to `answer` (it stops when
+    that returns True); `finish` then sets the view: the answer that named a
+    leader, else the first answer, else the last view is kept.
+    """
 
-def backoff_delays() -> Iterable[float]:
-    """Full-jitter exponential backoff: the sleep before each retry."""
-    step = BACKOFF_FIRST
-    while True:
-        yield random.uniform(0, step)
-        step = min(step * 2, BACKOFF_CAP)
+    def __init__(self, view: View, order: list[str]) -> None:
+        self.order = order
+        self._view = view
+        self._first: list[Server] | None = None
+        self._done = False
 
-
-def call(
-    router: Router,
-    kind: Kind,
-    invoke: Callable[[Conn, float | None], Any],
-    timeout: float | None,
-    *,
-    offset: int | None = None,
-) -> Any:
-    """Run `invoke(conn, attempt_timeout)` on the routed server, retrying what may be
-    retried within the deadline `timeout` (seconds from now)."""
-    start = time.monotonic()
-    budget = UNBOUNDED_RETRY_BUDGET if timeout is None else timeout
-    deadline = start + budget
-    avoid: set[str] = set()
-    tried: list[str] = []
-    last: ClientError | None = None
-    delays = iter(backoff_delays())
-    if router.stale():
-        router.refresh(deadline)
-    while True:
+    @staticmethod
+    def ask_timeout(deadline: float | None) -> float | None:
+        """The timeout of the next question; None when the deadline has passed."""
+        if deadline is None:
+            return REFRESH_ASK_TIMEOUT
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        addr = router.pick(kind, avoid)
-        if addr is None:
-            time.sleep(min(next(delays), remaining))
-            router.refresh(deadline)
-            continue
-        conn = router.conn(addr)
+        return None if remaining <= 0 else min(remaining, REFRESH_ASK_TIMEOUT)
+
+    def answer(self, servers: list[Server]) -> bool:
+        """A member's GetServers answer; True when the round is over."""
+        if any(s.is_leader for s in servers):
+            self._view.update(servers)
+            self._done = True
+            return True
+        if self._first is None:
+            self._first = servers
+        return False
+
+    def finish(self) -> bool:
+        """Whether anybody answered."""
+        if self._done:
+            return True
+        if self._first is not None:
+            self._view.update(self._first)
+            return True
+        self._view.unanswered()
+        return False
+
+
+class Attempts:
+    """One call's retries: its deadline, the addresses that failed it, the backoff.
+
+    The driver's loop: while `remaining() > 0`, `pick()` an address (None: no
+    leader yet, sleep `pause()` and refresh), run the call there with
+    `attempt_timeout()`; on a grpc error, `failed()` raises the ClientError when
+    it may not be retried, else returns how long to sleep before refreshing the
+    view and trying again (None: go at once, to the leader a server named). Out
+    of time, raise `gave_up()`.
+    """
+
+    def __init__(
+        self, view: View, kind: Kind, timeout: float | None, *, offset: int | None = None
+    ) -> None:
+        self.view = view
+        self.kind: Kind = kind
+        self.timeout = timeout
+        self.offset = offset
+        self.budget = UNBOUNDED_RETRY_BUDGET if timeout is None else timeout
+        self.deadline = time.monotonic() + self.budget
+        self.avoid: set[str] = set()
+        self.tried: list[str] = []
+        self.last: ClientError | None = None
+        self._delays = backoff_delays()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def pick(self) -> str | None:
+        return self.view.pick(self.kind, self.avoid)
+
+    def attempt_timeout(self) -> float | None:
+        remaining = max(0.0, self.remaining())
+        if self.kind == "write_idempotent":
+            share = max(SEQUENCED_ATTEMPT_FLOOR, self.budget * SEQUENCED_ATTEMPT_SHARE)
+            return min(remaining, share)
         # With no deadline asked for, an attempt has none either (as the
         # single-server client); only the retries are bounded.
-        attempt = None if timeout is None else remaining
-        try:
-            resp = invoke(conn, attempt)
-        except grpc.RpcError as exc:
-            err = from_rpc_error(
-                exc, addr=addr, connected=conn.reached, timeout=timeout, offset=offset
-            )
-            if not isinstance(err, Unreachable):
-                conn.reached = True
-            if not retriable(err, exc, kind):
-                raise err from None
-            last = err
-            avoid.add(addr)
-            tried.append(addr)
-            hint = err.leader_addr if isinstance(err, Unavailable) else None
-            if isinstance(err, Unreachable):
-                router.forget_leader(addr)
-            if hint and hint != addr and hint not in tried:
-                # Straight to the named leader, no sleep: it answered for itself.
-                router.hint_leader(hint)
-                avoid.discard(hint)
-                continue
-            pause = min(next(delays), max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
-            router.refresh(deadline)
-            continue
-        conn.reached = True
-        return resp
-    if kind == "write" and router.electing():
-        members = ", ".join(s.rpc_addr for s in router.servers)
-        raise Unavailable(
-            f"no leader in the cluster ({members}) within {budget:g}s",
-            code=grpc.StatusCode.UNAVAILABLE,
+        return None if self.timeout is None else remaining
+
+    def pause(self) -> float:
+        """The sleep before the next attempt: backoff, never past the deadline."""
+        return min(next(self._delays), max(0.0, self.remaining()))
+
+    def failed(
+        self, conn: Reach, exc: grpc.RpcError, attempt_timeout: float | None
+    ) -> float | None:
+        """An attempt on `conn` failed with `exc`: raise it, or say when to retry."""
+        sequenced = self.kind == "write_idempotent"
+        err = from_rpc_error(
+            exc,
+            addr=conn.addr,
+            connected=conn.reached,
+            timeout=attempt_timeout if sequenced else self.timeout,
+            offset=self.offset,
         )
-    raise _gave_up(last, tried, budget)
+        if not isinstance(err, Unreachable):
+            conn.reached = True
+        if not retriable(err, exc, self.kind):
+            raise err from None
+        addr = conn.addr
+        self.last = err
+        self.avoid.add(addr)
+        self.tried.append(addr)
+        hint = err.leader_addr if isinstance(err, Unavailable) else None
+        if isinstance(err, Unreachable):
+            self.view.forget_leader(addr)
+        if hint and hint != addr and hint not in self.tried and not self.view.pinned:
+            # Straight to the named leader, no sleep: it answered for itself.
+            self.view.hint_leader(hint)
+            self.avoid.discard(hint)
+            return None
+        return self.pause()
+
+    def gave_up(self) -> ClientError:
+        """The error for a call out of time."""
+        if self.kind != "read" and self.view.electing():
+            members = ", ".join(s.rpc_addr for s in self.view.servers)
+            return Unavailable(
+                f"no leader in the cluster ({members}) within {self.budget:g}s",
+                code=grpc.StatusCode.UNAVAILABLE,
+            )
+        if self.kind == "write_idempotent" and isinstance(self.last, DeadlineExceeded):
+            # Time is up with the outcome unknown: what a caller of a sequenced
+            # write handles as "unavailable, retry the batch later".
+            addrs = ", ".join(dict.fromkeys(self.tried))
+            return Unavailable(
+                f"no answer from {addrs} (retried for {self.budget:.3g}s)",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+        if self.last is None and not self.tried:
+            # The whole time went to asking who the members are; nobody answered.
+            asked = [s.rpc_addr for s in self.view.servers] or self.view.seeds
+            return Unreachable(", ".join(asked), f"no answer within {self.budget:g}s")
+        return _gave_up(self.last, self.tried, self.budget)
 
 
 def _gave_up(last: ClientError | None, tried: list[str], budget: float) -> ClientError:
@@ -366,5 +402,5 @@ def _gave_up(last: ClientError | None, tried: list[str], budget: float) -> Clien
     if isinstance(last, Unreachable) and tried:
         # Say every address tried, not only the last one: "the cluster" is down.
         addrs = ", ".join(dict.fromkeys(tried))
-        return Unreachable(addrs, f"{last.reason} (retried for {budget:g}s)", code=last.code)
+        return Unreachable(addrs, f"{last.reason} (retried for {budget:.3g}s)", code=last.code)
     return last

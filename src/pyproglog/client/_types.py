@@ -41,6 +41,10 @@ class Server:
     # this field says False for everyone.
     voter: bool = True
 
+    @classmethod
+    def from_pb(cls, pb: log_pb2.Server) -> Server:
+        return cls(pb.id, pb.rpc_addr, pb.is_leader, pb.voter)
+
 
 @dataclass(frozen=True, slots=True)
 class ReplicaState:
@@ -75,6 +79,27 @@ class LogInfo:
     # Filled by the leader only: every member, itself included.
     replicas: tuple[ReplicaState, ...] = ()
 
+    @classmethod
+    def from_pb(cls, r: log_pb2.GetLogInfoResponse) -> LogInfo:
+        return cls(
+            lowest_offset=r.lowest_offset,
+            highest_offset=None if r.empty else r.highest_offset,
+            next_offset=r.next_offset,
+            empty=r.empty,
+            segment_count=r.segment_count,
+            size_bytes=r.size_bytes,
+            commit_offset=None if r.empty else r.commit_offset,
+            # A server older than these fields sends no role: it is a single node.
+            role=r.role or "standalone",
+            term=r.term,
+            leader_id=r.leader_id or None,
+            leader_addr=r.leader_addr or None,
+            replicas=tuple(
+                ReplicaState(p.id, p.rpc_addr, p.voter, p.match_index, p.lag_entries)
+                for p in r.replicas
+            ),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
@@ -83,6 +108,27 @@ class FetchResult:
     next_offset: int
     # The log's next offset when the server answered; caught up when equal to next_offset.
     high_watermark: int
+
+    @classmethod
+    def from_pb(cls, resp: log_pb2.FetchResponse) -> FetchResult:
+        return cls(
+            records=tuple(Record.from_pb(r) for r in resp.records),
+            next_offset=resp.next_offset,
+            high_watermark=resp.high_watermark,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAck:
+    """A sequenced batch's answer: records `base_offset` .. `base_offset + count - 1`.
+
+    `duplicate` is true when the leader already held the batch (a retry of one that
+    was written): the offsets are those it got the first time, nothing was appended.
+    """
+
+    base_offset: int
+    count: int
+    duplicate: bool
 
 
 @dataclass(frozen=True, slots=True)
