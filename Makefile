@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: deploy-tools deploy-check test lint typecheck pytest run cluster proto proto-check bench-storage bench-service bench-security bench-observability bench-raft bench-cluster sim clean
+.PHONY: deploy-tools deploy-check test lint typecheck pytest run cluster proto proto-check bench-storage bench-service bench-security bench-observability bench-raft bench-cluster bench-client sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench-raft: $(STAMP)
 # Three real nodes: replicated produce, follower reads, failover, catch-up, vs NATS R3.
 bench-cluster: $(STAMP)
 	$(BIN)/python bench/cluster.py
+
+# Our Producer/Consumer (1 node, 3 nodes) vs nats-py JetStream publish_async / ordered consumer.
+bench-client: $(STAMP)
+	$(BIN)/python bench/client.py
 
 # Long soak of the Raft simulator: `make sim SEEDS=2000 STEPS=5000 NODES=5 SCENARIO=membership`.
 SEEDS ?= 1000

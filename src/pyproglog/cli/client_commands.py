@@ -3,18 +3,26 @@
 Human output on a terminal, stable line formats in pipes, JSON with --json.
 Every failure is one `proglog: ...` line on stderr and exit code 1 (2 for
 usage errors).
+
+`produce` and `consume` route over a cluster (`pyproglog.client.AsyncClient`):
+--addr names any node, or several comma-separated, and writes go to the leader,
+reads to the followers. `produce` streams through the idempotent `Producer`, so
+a leader change neither loses nor repeats a line; `consume --follow` reads
+through the `Consumer`, which resumes on another node when its node goes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
-import select
 import sys
-import time
-from collections.abc import Generator, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,13 +31,24 @@ import typer
 from pyproglog.cli.app import Opt, app, fail
 
 if TYPE_CHECKING:
-    from pyproglog.client import Client, LogInfo, Record, Server, Unreachable
+    from pyproglog.client import (
+        AsyncClient,
+        Client,
+        ClientTLS,
+        LogInfo,
+        Producer,
+        Record,
+        Server,
+        Unreachable,
+    )
 
 DEFAULT_ADDR = "127.0.0.1:8400"
 # Large enough for throughput, small enough to stay far below the server's
 # message size limit (32 MiB) whatever the line lengths.
 _BATCH_MAX_BYTES = 4 * 1024 * 1024
 _FETCH_RECORDS = 1000
+# What one read of stdin takes: many lines of a pipe at once, one typed line as it comes.
+_READ_BYTES = 1 << 16
 # consume --follow: waits between reconnection attempts.
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 5.0
@@ -46,8 +65,8 @@ Addr = Annotated[
     Opt(
         "--addr",
         envvar="PROGLOG_ADDR",
-        metavar="HOST:PORT",
-        help="Server gRPC address",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="Server gRPC address: any node of a cluster, or several, comma-separated",
         show_default=True,
     ),
 ]
@@ -87,35 +106,57 @@ Timeout = Annotated[
         help="Seconds to wait for the server",
     ),
 ]
+Direct = Annotated[
+    bool,
+    Opt(
+        "--direct",
+        envvar="PROGLOG_DIRECT",
+        help="Talk to the --addr node only, no routing: for a node reached through a "
+        "port-forward or NAT, where the addresses the cluster advertises are not "
+        "reachable (a follower still passes writes to the leader)",
+    ),
+]
 Json = Annotated[bool, Opt("--json", help="One JSON object per line")]
 JsonObject = Annotated[bool, Opt("--json", help="As a JSON object")]
 
 
-@contextlib.contextmanager
-def _session(
-    addr: str, ca: Path | None, cert: Path | None, key: Path | None, timeout: float
-) -> Iterator[Client]:
-    """A client for the command, turning every failure into one stderr line."""
-    if "://" not in addr and not addr.startswith("unix:"):
-        host, sep, port = addr.rpartition(":")
+def _addrs(addr: str) -> list[str]:
+    """--addr's addresses, checked: a usage error names the bad one."""
+    found = [a.strip() for a in addr.split(",") if a.strip()]
+    if not found:
+        raise fail(f"--addr must be HOST:PORT, got {addr!r}", 2)
+    for one in found:
+        if "://" in one or one.startswith("unix:"):
+            continue
+        host, sep, port = one.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise fail(f"--addr must be HOST:PORT, got {addr!r}", 2)
+            raise fail(f"--addr must be HOST:PORT, got {one!r}", 2)
+    return found
+
+
+def _tls(ca: Path | None, cert: Path | None, key: Path | None) -> ClientTLS | None:
+    from pyproglog.client import ClientTLS
+
+    if ca is None and cert is None and key is None:
+        return None
+    return ClientTLS(ca_file=ca, cert_file=cert, key_file=key)
+
+
+@contextlib.contextmanager
+def _one_line_errors(tls: bool, client_cert: bool) -> Iterator[None]:
+    """Every client failure as one stderr line and exit code 1."""
     # grpc's C core logs TLS handshake failures on stderr at INFO level unless
     # told otherwise before grpc is first imported, which is why grpc and the
     # client are imported here and not at the top (`serve` keeps its default).
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     import grpc
 
-    from pyproglog.client import Client, ClientError, ClientTLS, Unreachable
+    from pyproglog.client import ClientError, Unreachable
 
-    tls = None
     try:
-        if ca is not None or cert is not None or key is not None:
-            tls = ClientTLS(ca_file=ca, cert_file=cert, key_file=key)
-        with Client(addr, tls=tls, timeout=timeout, options=_RECONNECT_OPTIONS) as client:
-            yield client
+        yield
     except Unreachable as exc:
-        raise fail(_unreachable(exc, tls is not None, cert is not None)) from None
+        raise fail(_unreachable(exc, tls, client_cert)) from None
     except ClientError as exc:
         raise fail(str(exc)) from None
     except grpc.RpcError as exc:  # the client translates these; a last line of defence
@@ -126,6 +167,90 @@ def _session(
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         raise typer.Exit(141) from None
+
+
+@contextlib.contextmanager
+def _session(
+    addr: str, ca: Path | None, cert: Path | None, key: Path | None, timeout: float
+) -> Iterator[Client]:
+    """A synchronous client for the command: of the one node given (which `info` and
+    `servers` describe, also through a port-forward), or routed over several."""
+    addrs = _addrs(addr)
+    tls_on = ca is not None or cert is not None or key is not None
+    with _one_line_errors(tls_on, cert is not None):
+        from pyproglog.client import Client
+
+        target: str | list[str] = addrs[0] if len(addrs) == 1 else addrs
+        tls = _tls(ca, cert, key)
+        with Client(target, tls=tls, timeout=timeout, options=_RECONNECT_OPTIONS) as client:
+            yield client
+
+
+@dataclass(frozen=True)
+class _Target:
+    """How the async commands reach the cluster."""
+
+    addrs: list[str]
+    tls: ClientTLS | None
+    timeout: float
+    direct: bool
+
+    def client(self, node: str | None = None) -> AsyncClient:
+        """The command's client (routed unless --direct), or a direct one of `node`."""
+        from pyproglog.client import AsyncClient
+
+        if node is not None or self.direct:
+            target = node if node is not None else self.addrs[0]
+            return AsyncClient(
+                target,
+                tls=self.tls,
+                timeout=self.timeout,
+                options=_RECONNECT_OPTIONS,
+                routing=False,
+            )
+        return AsyncClient(
+            self.addrs, tls=self.tls, timeout=self.timeout, options=_RECONNECT_OPTIONS, routing=True
+        )
+
+
+def _run(
+    addr: str,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    timeout: float,
+    direct: bool,
+    main: Callable[[AsyncClient, _Target], Coroutine[Any, Any, None]],
+) -> None:
+    """Run `main(client, target)` on an event loop, failures as one stderr line."""
+    addrs = _addrs(addr)
+    if direct and len(addrs) > 1:
+        raise fail("--direct talks to one node: give --addr a single HOST:PORT", 2)
+    tls_on = ca is not None or cert is not None or key is not None
+    with _one_line_errors(tls_on, cert is not None):
+        target = _Target(addrs, _tls(ca, cert, key), timeout, direct)
+
+        async def session() -> None:
+            async with target.client() as client:
+                await main(client, target)
+
+        from pyproglog.client import Unreachable
+
+        try:
+            asyncio.run(session())
+        except Unreachable as exc:
+            failed = {a.rpartition(":")[0] for a in exc.addr.split(", ")}
+            if (
+                direct
+                or exc.tls_problem is not None
+                or failed & {a.rpartition(":")[0] for a in addrs}
+            ):
+                raise
+            # Only hosts the cluster gave failed, none of --addr's: a port-forward, typically.
+            raise fail(
+                f"{exc} (an address the cluster advertises: if it cannot be reached from "
+                "here, as through a port-forward or NAT, pass --direct)"
+            ) from None
 
 
 def _unreachable(exc: Unreachable, tls: bool, client_cert: bool) -> str:
@@ -165,56 +290,254 @@ def _emit(line: str) -> None:
     sys.stdout.flush()
 
 
+def _emit_lines(lines: Sequence[str]) -> None:
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+
 def _on_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def _note(message: str) -> None:
+    sys.stderr.write(f"proglog: {message}\n")
+    sys.stderr.flush()
 
 
 # -- produce ------------------------------------------------------------------------
 
 
-def _stdin_batches(batch_size: int) -> Iterator[list[bytes]]:
-    """Lines of stdin (as bytes, without the newline) in batches.
+async def _stdin_lines(fd: int) -> AsyncIterator[list[bytes]]:
+    """Lines of `fd` (as bytes, without the newline), as many as each read brings.
 
-    A batch is sent when full or when no more input is ready, so interactive
-    input and `tail -f | proglog produce` are sent line by line instead of
-    waiting for a full batch.
+    A read takes what is there, so a pipe gives many lines at once and a person
+    typing gives each line as it is entered; the producer's linger does the
+    batching.
     """
-    fd = sys.stdin.fileno()
+    loop = asyncio.get_running_loop()
     pending = b""
-    batch: list[bytes] = []
-    size = 0
-    eof = False
-    while not eof:
-        chunk = os.read(fd, 1 << 16)
-        if chunk:
-            *lines, pending = (pending + chunk).split(b"\n")
-        else:
-            eof = True
-            lines = [pending] if pending else []
-        for line in lines:
-            batch.append(line)
-            size += len(line)
-            if len(batch) >= batch_size or size >= _BATCH_MAX_BYTES:
-                yield batch
-                batch, size = [], 0
-        if batch and (eof or not _input_ready(fd)):
-            yield batch
-            batch, size = [], 0
+    waitable = True
+    while True:
+        if waitable:
+            waitable = await _readable(loop, fd)
+        try:
+            chunk = os.read(fd, _READ_BYTES)
+        except OSError as exc:
+            raise fail(f"cannot read stdin: {exc.strerror}") from None
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        if lines:
+            yield lines
+    if pending:
+        yield [pending]
 
 
-def _input_ready(fd: int) -> bool:
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> bool:
+    """Wait until `fd` has input (or its end). False when it cannot be waited on:
+    a regular file, whose reads never block."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
     try:
-        readable, _, _ = select.select([fd], [], [], 0)
-    except (OSError, ValueError):  # not selectable: assume more is coming
-        return True
-    return bool(readable)
+        loop.add_reader(fd, wake)
+    except (OSError, ValueError):
+        return False
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+    return True
 
 
-def _arg_batches(values: list[str], batch_size: int) -> Iterator[list[bytes]]:
+async def _arg_lines(values: list[str]) -> AsyncIterator[list[bytes]]:
     # fsencode gives back the exact bytes of arguments that are not valid UTF-8.
-    data = [os.fsencode(v) for v in values]
-    for i in range(0, len(data), batch_size):
-        yield data[i : i + batch_size]
+    yield [os.fsencode(v) for v in values]
+
+
+async def _produce(
+    client: AsyncClient,
+    lines: AsyncIterator[list[bytes]],
+    *,
+    batch_size: int,
+    linger_ms: float,
+    delivery_timeout: float,
+    json_out: bool,
+) -> None:
+    """Every line through one idempotent producer; offsets printed in input order."""
+    from pyproglog.client import Producer
+
+    # The producer logs each delivery failure; the command reports the first on
+    # its own one line, and nothing else.
+    quiet = logging.getLogger("pyproglog.client.producer")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    producer = Producer(
+        client,
+        linger_ms=linger_ms,
+        max_batch_bytes=_BATCH_MAX_BYTES,
+        max_batch_records=batch_size,
+        delivery_timeout=delivery_timeout,
+    )
+    # A few batches beyond those on the wire: enough to keep the pipe full, few
+    # enough that a record is never long in the buffer (its delivery timeout
+    # runs from there) and that small records do not pile up in memory.
+    stream = _ProduceStream(producer, json_out, max_unacked=2 * producer.max_in_flight * batch_size)
+    feeder = asyncio.create_task(stream.feed(lines))
+    done = False
+    try:
+        await stream.print_offsets()
+        await feeder  # what reading the input raised, if anything
+        await producer.close()  # every record is acknowledged by now
+        done = True
+    finally:
+        if not done:
+            feeder.cancel()
+            with contextlib.suppress(BaseException):
+                await feeder
+            stream.abandon()
+            # What is on the wire may still land; nothing more is sent.
+            await producer.close(timeout=0)
+
+
+class _ProduceStream:
+    """Reads ahead of the acknowledgements, so that a pipe runs at producer speed,
+    and prints the offsets in input order as their batches are acknowledged."""
+
+    def __init__(self, producer: Producer, json_out: bool, *, max_unacked: int) -> None:
+        self.producer = producer
+        self.json_out = json_out
+        self.terminal = _on_terminal()
+        self.max_unacked = max_unacked
+        # The records' futures, one list per read of the input, oldest first; the
+        # first `printed` of the oldest list are printed.
+        self.pending: deque[list[asyncio.Future[int]]] = deque()
+        self.printed = 0
+        self.filling: list[asyncio.Future[int]] = []
+        self.unacked = 0
+        self.input_done = False
+        self.arrived = asyncio.Event()  # a read's records are pending, or input ended
+        self.room = asyncio.Event()  # records were printed
+
+    async def feed(self, lines: AsyncIterator[list[bytes]]) -> None:
+        from pyproglog.client import BufferFull
+
+        producer = self.producer
+        try:
+            async for batch in lines:
+                while self.unacked >= self.max_unacked:
+                    self.room.clear()
+                    await self.room.wait()
+                futures: list[asyncio.Future[int]] = []
+                self.filling = futures
+                add, send = futures.append, producer.send_nowait
+                for value in batch:
+                    try:
+                        add(send(value))
+                    except BufferFull:
+                        add(await producer.submit(value))
+                self.filling = []
+                if not futures:
+                    continue
+                self.pending.append(futures)
+                self.unacked += len(futures)
+                self.arrived.set()
+        finally:
+            self.input_done = True
+            self.arrived.set()
+
+    async def print_offsets(self) -> None:
+        """Until every record is printed; raises the first failure, after printing
+        the offsets before it."""
+        while True:
+            if not self.pending:
+                if self.input_done:
+                    return
+                self.arrived.clear()
+                await self.arrived.wait()
+                continue
+            head = self.pending[0][self.printed]
+            if not head.done():
+                await asyncio.wait((head,))
+            offsets, error = self._take_acknowledged()
+            _report_offsets(offsets, self.json_out, self.terminal)
+            self.unacked -= len(offsets)
+            self.room.set()
+            if error is not None:
+                raise error
+
+    def _take_acknowledged(self) -> tuple[list[int], BaseException | None]:
+        """The offsets acknowledged in order from the oldest unprinted record (all
+        in one write), and the failure that stopped the run, if one did."""
+        from pyproglog.client import Cancelled
+
+        offsets: list[int] = []
+        take = offsets.append
+        while self.pending:
+            futures = self.pending[0]
+            i, n = self.printed, len(futures)
+            # The per-record path of a stream: done() and result() only.
+            while i < n and futures[i].done():
+                try:
+                    take(futures[i].result())
+                except asyncio.CancelledError:
+                    self.printed = i
+                    return offsets, Cancelled("the record's delivery was cancelled")
+                except Exception as error:
+                    self.printed = i
+                    return offsets, error
+                i += 1
+            if i < n:
+                self.printed = i
+                break
+            self.pending.popleft()
+            self.printed = 0
+        return offsets, None
+
+    def abandon(self) -> None:
+        """After the first failure: the records after it fail (or land) without
+        anybody asking, which asyncio would log."""
+        for futures in (*self.pending, self.filling):
+            for future in futures:
+                future.add_done_callback(_settle)
+
+
+def _settle(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _report_offsets(offsets: list[int], json_out: bool, terminal: bool) -> None:
+    if json_out:
+        _emit_lines([f'{{"offset": {o}}}' for o in offsets])
+    elif terminal:
+        _emit_lines([_offset_run(first, count) for first, count in _runs(offsets)])
+    else:
+        _emit_lines(list(map(str, offsets)))
+
+
+def _runs(offsets: list[int]) -> Iterator[tuple[int, int]]:
+    """(first, count) of each stretch of consecutive offsets."""
+    if not offsets:
+        return
+    first, count = offsets[0], 1
+    for o in offsets[1:]:
+        if o == first + count:
+            count += 1
+        else:
+            yield first, count
+            first, count = o, 1
+    yield first, count
+
+
+def _offset_run(first: int, count: int) -> str:
+    if count == 1:
+        return f"offset {first}"
+    return f"offsets {first}-{first + count - 1} ({count} records)"
 
 
 @app.command()
@@ -232,32 +555,39 @@ def produce(
     timeout: Timeout = 5.0,
     json_out: Json = False,
     batch_size: Annotated[
-        int, Opt("--batch-size", min=1, help="Records per produce request")
+        int, Opt("--batch-size", min=1, help="Records per produce request, at most")
     ] = 1000,
+    linger_ms: Annotated[
+        float,
+        Opt("--linger-ms", min=0.0, help="How long a record waits for others to share its batch"),
+    ] = 5.0,
+    direct: Direct = False,
 ) -> None:
-    """Append records; prints their offsets."""
+    """Append records; prints their offsets, in input order.
+
+    Lines from stdin are sent as they arrive, in batches, through an
+    idempotent producer: a leader change or a lost answer is retried without
+    writing a line twice. --timeout bounds how long a record may take to be
+    acknowledged, retries included.
+    """
     from_stdin = not values or values == ["-"]
+    if from_stdin and sys.stdin is None:
+        raise fail("stdin is closed: give the values as arguments, or lines on stdin")
     if from_stdin and sys.stdin.isatty():
         typer.echo("proglog: reading records from stdin, one per line (Ctrl-D ends)", err=True)
-    batches = _stdin_batches(batch_size) if from_stdin else _arg_batches(values or [], batch_size)
-    with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
-        for batch in batches:
-            first = client.produce_batch(batch)
-            _report_offsets(first, len(batch), json_out)
 
+    async def main(client: AsyncClient, target: _Target) -> None:
+        lines = _stdin_lines(sys.stdin.fileno()) if from_stdin else _arg_lines(values or [])
+        await _produce(
+            client,
+            lines,
+            batch_size=batch_size,
+            linger_ms=linger_ms,
+            delivery_timeout=timeout,
+            json_out=json_out,
+        )
 
-def _report_offsets(first: int, count: int, json_out: bool) -> None:
-    if json_out:
-        for offset in range(first, first + count):
-            _emit(json.dumps({"offset": offset}))
-    elif _on_terminal():
-        if count == 1:
-            _emit(f"offset {first}")
-        else:
-            _emit(f"offsets {first}-{first + count - 1} ({count} records)")
-    else:
-        for offset in range(first, first + count):
-            _emit(str(offset))
+    _run(addr, tls_ca, tls_cert, tls_key, timeout, direct, main)
 
 
 # -- consume ------------------------------------------------------------------------
@@ -291,61 +621,139 @@ def _record_line(rec: Record) -> str:
     return f"{rec.offset}\t{text}"
 
 
-def _records(client: Client, offset: int, follow: bool) -> Generator[Record, None, None]:
-    if follow:
-        yield from _follow(client, offset)
-        return
-    # Up to the end of the log as it is now, then stop.
+class _Enough(Exception):
+    """--max records printed."""
+
+
+class _Output:
+    """Prints records, and ends the command (`_Enough`) after --max of them."""
+
+    def __init__(self, line: Callable[[Record], str], max_records: int | None) -> None:
+        self.line = line
+        self.left = max_records
+        self._flush_due = False
+        self._broken: BrokenPipeError | None = None
+
+    def records(self, records: Sequence[Record]) -> None:
+        """Print and flush: each fetched batch at once."""
+        self.write(records)
+        sys.stdout.flush()
+
+    def one(self, record: Record) -> None:
+        """Print one record of a stream; flushed once the stream has nothing more
+        at hand (when the loop gets control back), not per record: a backlog goes
+        out in large writes, a record that comes alone at once."""
+        if self._broken is not None:
+            raise self._broken
+        self.write((record,))
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def write(self, records: Sequence[Record]) -> None:
+        if self.left is not None:
+            records = records[: self.left]
+            self.left -= len(records)
+        if records:
+            sys.stdout.write("\n".join([self.line(r) for r in records]) + "\n")
+        if self.left == 0:
+            sys.stdout.flush()
+            raise _Enough()
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError as exc:  # raised on the next record, in the command
+            self._broken = exc
+
+
+async def _read_to_end(client: AsyncClient, target: _Target, offset: int, out: _Output) -> None:
+    """From `offset` to the end of the log, then stop.
+
+    The fetches go to one node, picked as for reads: fetches spread over the
+    followers could see different ends, and one behind another would call the
+    next offset out of range. When that node goes, the rest comes from another.
+    """
+    avoid: set[str] = set()
     while True:
-        res = client.fetch(offset, max_records=_FETCH_RECORDS)
-        yield from res.records
-        if not res.records or res.next_offset >= res.high_watermark:
+        node = None if target.direct else await client.read_node(avoid)
+        try:
+            if node is None:
+                await _fetch_to_end(client, offset, out, resumed=False)
+            else:
+                async with target.client(node) as reader:
+                    await _fetch_to_end(reader, offset, out, resumed=bool(avoid))
             return
+        except _NodeLost as lost:
+            if node is None or node in avoid:
+                raise lost.error from None
+            avoid.add(node)
+            offset = lost.offset
+
+
+class _NodeLost(Exception):
+    def __init__(self, error: Exception, offset: int) -> None:
+        self.error, self.offset = error, offset
+
+
+async def _fetch_to_end(client: AsyncClient, offset: int, out: _Output, *, resumed: bool) -> int:
+    """Fetch from `offset` until the end the node answers with; where it ended. A lost
+    node is `_NodeLost`, with the offset to go on from."""
+    from pyproglog.client import OffsetOutOfRange, Unavailable
+
+    while True:
+        try:
+            res = await client.fetch(offset, max_records=_FETCH_RECORDS)
+        except Unavailable as exc:
+            raise _NodeLost(exc, offset) from None
+        except OffsetOutOfRange as exc:
+            if resumed and exc.next_offset is not None and offset > exc.next_offset:
+                return offset  # a node not as far as the one that went: past its end
+            raise
+        out.records(res.records)
+        if not res.records or res.next_offset >= res.high_watermark:
+            return res.next_offset
         offset = res.next_offset
 
 
-def _note(message: str) -> None:
-    sys.stderr.write(f"proglog: {message}\n")
-    sys.stderr.flush()
+async def _follow(client: AsyncClient, offset: int, out: _Output, reconnect_timeout: float) -> None:
+    """Records from `offset` on, forever, across failovers and server restarts.
 
-
-def _follow(client: Client, offset: int) -> Generator[Record, None, None]:
-    """Records from `offset` on, forever, across server restarts.
-
-    A lost connection (the server stopping, restarting, or the network) is
-    retried with capped exponential backoff, resuming at the offset after the
-    last record printed: no gap, no duplicate. Errors that are not about the
-    connection (permission, offset out of range) still end the command.
+    The Consumer resumes on another node by itself when its stream drops. When
+    it gives up (no node served it for `reconnect_timeout` seconds: the whole
+    cluster, or the one server, is down) we say so and start it again, with
+    capped exponential backoff, at the offset after the last record printed:
+    no gap, no duplicate. Errors that are not about the connection
+    (permission, offset out of range) still end the command.
     """
-    from pyproglog.client import Unavailable
+    from pyproglog.client import Consumer, DeadlineExceeded, Unavailable
 
-    next_offset = offset
-    end_checked = False
+    # Also proves the connection: a tail at the end of the log gets no message that would.
+    end = (await client.info()).next_offset
+    if offset > end:
+        _note(f"waiting for offset {offset} (log ends at {end})")
+    position = offset
     lost = False
     delay = _RETRY_FIRST
     while True:
         try:
-            if lost or not end_checked:
-                # Also proves the connection after a loss: a tail at the end of
-                # the log gets no message that would.
-                end = client.info().next_offset
-                if lost:
-                    _note("reconnected")
-                    lost, delay = False, _RETRY_FIRST
-                if next_offset > end and not end_checked:
-                    _note(f"waiting for offset {next_offset} (log ends at {end})")
-                end_checked = True
-            for rec in client.tail(next_offset):
-                next_offset = rec.offset + 1
-                yield rec
-            # A tail never ends by itself; a server that ends it is going away.
-        except Unavailable:
-            if not client.reached:
-                raise  # never connected: a wrong address, not a restart
+            if lost:
+                await client.info()
+                _note("reconnected")
+                lost, delay = False, _RETRY_FIRST
+            consumer = Consumer(client, offset=position, reconnect_timeout=reconnect_timeout)
+            async with consumer:
+                async for rec in consumer:
+                    out.one(rec)
+                    position = rec.offset + 1
+            # A Consumer never ends by itself; one that does, ended its node's stream.
+        except (Unavailable, DeadlineExceeded):
+            pass
         if not lost:
             _note("connection lost, reconnecting…")
             lost = True
-        time.sleep(delay)
+        await asyncio.sleep(delay)
         delay = min(delay * 2, _RETRY_MAX)
 
 
@@ -364,25 +772,28 @@ def consume(
     tls_key: TlsKey = None,
     timeout: Timeout = 5.0,
     json_out: Json = False,
+    direct: Direct = False,
 ) -> None:
     """Print records from an offset to the end of the log, or on with --follow.
 
     Human output is "OFFSET<TAB>VALUE" with newlines, tabs and invalid UTF-8
     escaped; --json gives offset, timestamp_ms, value (null when not UTF-8)
-    and value_base64. With --follow, --timeout bounds only the wait for a
-    connection.
+    and value_base64. On a cluster the records come from a follower (the
+    leader when there is none); with --follow, from another node when that one
+    goes, with no gap and no duplicate. With --follow, --timeout bounds only
+    the wait for a connection.
     """
-    line = _record_json if json_out else _record_line
+    out = _Output(_record_json if json_out else _record_line, max_records)
+
+    async def main(client: AsyncClient, target: _Target) -> None:
+        with contextlib.suppress(_Enough):
+            if follow:
+                await _follow(client, offset, out, timeout)
+            else:
+                await _read_to_end(client, target, offset, out)
+
     try:
-        with _session(addr, tls_ca, tls_cert, tls_key, timeout) as client:
-            records = _records(client, offset, follow)
-            try:
-                for count, rec in enumerate(records, 1):
-                    _emit(line(rec))
-                    if max_records is not None and count >= max_records:
-                        break
-            finally:
-                records.close()  # cancels a tail stream before the channel closes
+        _run(addr, tls_ca, tls_cert, tls_key, timeout, direct, main)
     except KeyboardInterrupt:
         # Ctrl-C is how --follow is meant to end.
         raise typer.Exit(0) from None
@@ -456,11 +867,9 @@ def _servers_state(
     leader reports it. Best effort: one server's failure is that server's row."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pyproglog.client import Client, ClientError, ClientTLS
+    from pyproglog.client import Client, ClientError
 
-    tls = None
-    if ca is not None or cert is not None or key is not None:
-        tls = ClientTLS(ca_file=ca, cert_file=cert, key_file=key)
+    tls = _tls(ca, cert, key)
 
     def ask(server: Server) -> LogInfo | str:
         if not server.rpc_addr:

@@ -21,6 +21,7 @@ from pyproglog.client._types import (
     Record,
     Server,
     TimestampOffset,
+    records_from_pb,
 )
 from pyproglog.limits import DEFAULT_MAX_RECORD_BYTES, max_message_bytes
 
@@ -324,8 +325,7 @@ class Client:
         try:
             for resp in call:
                 conn.reached = True
-                for pb in resp.records:
-                    yield Record.from_pb(pb)
+                yield from records_from_pb(resp.records)
         except grpc.RpcError as exc:
             raise from_rpc_error(
                 exc, addr=conn.addr, connected=conn.reached, timeout=self.timeout, offset=offset
