@@ -541,8 +541,8 @@ def test_service_monitor_scrapes_each_pod_once() -> None:
 def test_notes_show_how_to_produce_and_consume() -> None:
     plain = render_notes()
     assert f"port-forward svc/{FULLNAME} 8400:8400" in plain
-    assert 'proglog produce --addr localhost:8400 "hello"' in plain
-    assert "proglog consume --addr localhost:8400 --offset 0" in plain
+    assert 'proglog produce --direct --addr localhost:8400 "hello"' in plain
+    assert "proglog consume --direct --addr localhost:8400 --offset 0" in plain
     tls = render_notes({"tls": {"enabled": True}})
     assert f"get secret {FULLNAME}-client-tls" in tls
     assert "--tls-cert certs/tls.crt" in tls
