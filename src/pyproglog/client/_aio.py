@@ -20,6 +20,7 @@ from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.client._client import DEFAULT_TIMEOUT, RecordInput, Value, _to_bytes, batch_request
 from pyproglog.client._errors import ClientClosed, ClientError, Unreachable, from_rpc_error
 from pyproglog.client._routing import DEFAULT_REFRESH_INTERVAL, Attempts, Kind, ReadFrom, View
+from pyproglog.client._setup import setup
 from pyproglog.client._tls import ClientTLS
 from pyproglog.client._types import (
     BatchAck,
@@ -29,7 +30,7 @@ from pyproglog.client._types import (
     Server,
     TimestampOffset,
 )
-from pyproglog.limits import DEFAULT_MAX_RECORD_BYTES, max_message_bytes
+from pyproglog.limits import DEFAULT_MAX_RECORD_BYTES
 
 if TYPE_CHECKING:
     from pyproglog.api.raft.v1.raft_pb2_grpc import RaftAsyncStub
@@ -218,27 +219,19 @@ class AsyncClient:
         linearizable: bool = False,
         refresh_interval: float | None = DEFAULT_REFRESH_INTERVAL,
     ) -> None:
-        seeds = [addr] if isinstance(addr, str) else list(addr)
-        if not seeds:
-            raise ValueError("AsyncClient needs at least one address")
-        if read_from not in ("followers", "leader"):
-            raise ValueError(f"read_from must be 'followers' or 'leader', got {read_from!r}")
-        routed = routing if routing is not None else not isinstance(addr, str)
+        s = setup(
+            "AsyncClient",
+            addr,
+            tls=tls,
+            options=options,
+            max_record_bytes=max_record_bytes,
+            routing=routing,
+            read_from=read_from,
+        )
+        seeds, routed, opts, creds = s.seeds, s.routed, s.channel_options, s.credentials
         self.addr = ",".join(seeds)
         self.timeout = timeout
         self.linearizable = linearizable
-        # Fetch and batch-stream messages are as large as the node's own budget;
-        # grpc's 4 MiB default would reject them.
-        budget = max_message_bytes(max_record_bytes)
-        opts: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", budget),
-            ("grpc.max_send_message_length", budget),
-        ]
-        if tls is not None:
-            opts += tls.channel_options()
-        opts += list(options)
-        # Read now, so that a bad path fails here and not on the first call.
-        creds = tls.credentials() if tls is not None else None
 
         def make_channel(target: str) -> grpc.aio.Channel:
             if creds is None:
