@@ -192,6 +192,52 @@ async def test_a_stalled_server_holds_the_producer_to_its_buffer(node: ServerPro
         assert await read_values(client, offsets[0], len(offsets)) == [*values, late_value]
 
 
+async def test_a_backlog_goes_out_as_one_batch_not_a_queue_of_small_ones(
+    node: ServerProcess,
+) -> None:
+    async with AsyncClient(node.rpc_addr, timeout=60) as client:
+        producer = Producer(client, linger_ms=0, max_in_flight=4)
+        await producer.send(b"warm-up")  # connected, and all 4 slots open
+        before = produce_batch_calls(node)
+        futures: list[asyncio.Future[int]] = []
+        values = [f"backlog-{i}".encode() for i in range(1000)]
+        os.kill(node.pid, signal.SIGSTOP)
+        try:
+            for value in values:
+                futures.append(producer.send_nowait(value))
+                # Long enough for the linger timer (0 ms, due earlier) to fire between
+                # records: each record alone would be a batch if linger sealed it.
+                await asyncio.sleep(0.001)
+            assert not any(f.done() for f in futures)
+        finally:
+            os.kill(node.pid, signal.SIGCONT)
+        await asyncio.wait_for(producer.close(), 2 * TIMEOUT)
+        offsets = [f.result() for f in futures]
+        assert offsets == list(range(offsets[0], offsets[0] + len(values)))
+        assert await read_values(client, offsets[0], len(values)) == values
+    # The first 4 records went alone into the 4 free slots; the other 996 waited in
+    # one open batch, sent whole by the first answer. A queue of one-record batches
+    # sealed by the linger would have taken about 1000 calls.
+    calls = produce_batch_calls(node) - before
+    assert 2 <= calls <= 8, calls
+
+
+async def test_an_answer_sends_the_open_batch_without_waiting_for_its_linger(
+    node: ServerProcess,
+) -> None:
+    async with AsyncClient(node.rpc_addr, timeout=TIMEOUT) as client:
+        producer = Producer(client, linger_ms=600_000)
+        first = producer.send_nowait(b"first")
+        flushing = asyncio.create_task(producer.flush())
+        await asyncio.sleep(0)  # the flush has sealed "first"; its call has not started
+        assert not first.done()
+        second = producer.send_nowait(b"second")  # opens a batch that lingers 10 minutes
+        # Only the answer to "first" can send it: well before its linger (a hang guard).
+        assert await asyncio.wait_for(second, TIMEOUT) == await first + 1
+        await flushing
+        await producer.close()
+
+
 async def test_an_unreachable_server_fails_the_sends_clearly() -> None:
     addr = f"127.0.0.1:{free_port()}"
     async with (

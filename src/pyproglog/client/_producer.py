@@ -5,10 +5,17 @@
         fut = producer.send_nowait(b"fast")             # a future of the offset
         await producer.flush()
 
-Records are gathered into a batch until it holds `max_batch_bytes` of values
-or `max_batch_records` records, or `linger_ms` after its first record; each
-batch is one ProduceBatch. Up to `max_in_flight` batches are on the wire at
-once. An idempotent producer (the default) numbers its batches under a random
+Records are gathered into a batch, one ProduceBatch each, and up to
+`max_in_flight` batches are on the wire at once. The open batch goes out when
+it holds `max_batch_bytes` of values or `max_batch_records` records; when
+`linger_ms` has passed since its first record and a slot on the wire is free;
+or at once when an answer frees a slot and no full batch is waiting. So a
+batch is not sealed while every slot is busy: it keeps growing until a slot
+frees, and a backlog goes out as a few large batches rather than a queue of
+small ones (the batch size follows the load), while at moderate rates each
+answer sends what came in meanwhile without waiting for the linger.
+
+An idempotent producer (the default) numbers its batches under a random
 producer id, so a batch whose answer was lost can be sent again: the leader
 answers a batch it already holds with its original offsets instead of
 appending it twice, and refuses a batch that would land before the one it
@@ -311,7 +318,9 @@ class Producer:
         return b
 
     def _lingered(self, b: _Batch) -> None:
-        if b is self._current:
+        b.timer = None
+        # With no slot free the batch stays open: the answer that frees one sends it.
+        if b is self._current and self._can_send():
             self._seal(b)
 
     def _seal(self, b: _Batch) -> None:
@@ -327,6 +336,18 @@ class Producer:
         self._pump()
 
     # -- sending ------------------------------------------------------------------
+
+    def _window(self) -> int:
+        return self.max_in_flight if self._warm else 1
+
+    def _can_send(self) -> bool:
+        """Would a batch sealed now go on the wire at once?"""
+        return (
+            self._failing is None
+            and not self._recovering
+            and not self._ready
+            and len(self._unacked) < self._window()
+        )
 
     def _pump(self) -> None:
         """Start every attempt the state allows; called after each change."""
@@ -353,13 +374,25 @@ class Producer:
                 self._start(self._unacked[0], next(self._delays))
                 return
             self._recovering = False
-        window = self.max_in_flight if self._warm else 1
+        window = self._window()
         while self._ready and len(self._unacked) < window:
             b = self._ready.popleft()
             b.producer_id, b.sequence = self._producer_id, self._next_sequence
             self._next_sequence += 1
             self._unacked.append(b)
             self._start(b, 0.0)
+        cur = self._current
+        if cur is not None and cur.records and len(self._unacked) < window:
+            # Only an attempt's end finds records in the open batch here (a seal
+            # empties it first). The rule: an answer that leaves a slot free, with
+            # nothing queued, sends the open batch at once, linger or not; the linger
+            # seals only when a slot is free (`_lingered`). So at moderate rates a
+            # record waits for the next answer or its linger, whichever comes first
+            # (latency about a round trip, not the linger); under load every slot
+            # stays busy and the open batch grows until one frees, so batches grow
+            # with the backlog and the per-call cost is shared by more records. A
+            # record that finds the pipeline idle waits out the linger for company.
+            self._seal(cur)
 
     def _start(self, b: _Batch, delay: float) -> None:
         self._running += 1
