@@ -20,7 +20,7 @@ from pyproglog.cluster.codec import (
 from pyproglog.cluster.payload import DataBatch, StoredBatch, encode_records
 from pyproglog.log import DuplicateInFlight, OutOfOrderSequence, ProducerBatch
 from pyproglog.raft import ConfState, Entry, EntryKind, Message, MsgType, SnapshotMeta
-from pyproglog.server.commitlog import Written
+from pyproglog.server.commitlog import WriteOutcome, Written
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 small = st.integers(min_value=0, max_value=2**40)
@@ -198,7 +198,7 @@ def test_forwarded_writes_and_their_outcomes_round_trip() -> None:
         (0, 0, recs[:1]),
         (9, 4, recs[1:]),
     ]
-    outcomes = [Written(10), OutOfOrderSequence(9, 4, 2)]
+    outcomes: list[WriteOutcome] = [Written(10), OutOfOrderSequence(9, 4, 2)]
     back = outcomes_from_proto(outcomes_to_proto(outcomes), writes)
     assert back[0] == Written(10)
     assert isinstance(back[1], OutOfOrderSequence) and back[1].expected == 2
