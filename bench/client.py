@@ -58,10 +58,12 @@ from typing import Any
 
 import grpc
 
+if not __package__:  # run as a script: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import bench_module, percentile, value_of
 from pyproglog.client import AsyncClient, Consumer, Producer
 from pyproglog.testing import ServerProcess
 
-REPO = Path(__file__).resolve().parent.parent
 TARGETS = {1: 3.0, 3: 2.0}  # ours/NATS throughput, by node count (issue 12)
 NODE_ARGS = ("--sync-policy", "interval", "--log-level", "warning")
 ACK_TIMEOUT = 120.0  # s for every outstanding ack after a loop ends
@@ -78,24 +80,6 @@ Publish = Callable[[bytes], Awaitable["asyncio.Future[Any]"]]
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def bench_module(name: str) -> ModuleType:
-    """A sibling bench module (bench/ is not a package on sys.path when run as a script)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    return importlib.import_module(f"bench.{name}")
-
-
-def value_of(size: int) -> bytes:
-    return (b"proglog-" * (size // 8 + 1))[:size]
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass

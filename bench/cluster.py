@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import itertools
 import json
 import os
@@ -51,15 +50,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import grpc
 
+if not __package__:  # run as a script: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import bench_module, percentile, value_of
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.testing import Cluster, ClusterError
 
-REPO = Path(__file__).resolve().parent.parent
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -73,24 +73,6 @@ STALL_S = 60.0  # catch-up: no progress for this long is a failure
 WRITER_TIMEOUT = 2.0
 # A node's log lines go into memory (pyproglog.testing keeps them for failures).
 NODE_ARGS = ("--log-level", "warning")
-
-
-def bench_module(name: str) -> ModuleType:
-    """A sibling bench module (bench/ is not a package on sys.path when run as a script)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    return importlib.import_module(f"bench.{name}")
-
-
-def value_of(size: int) -> bytes:
-    return (b"proglog-" * (size // 8 + 1))[:size]
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
@@ -121,8 +103,8 @@ class Result:
             "seconds": round(self.seconds, 3),
             "records_per_s": round(self.records_per_s, 1),
             "mb_per_s": round(self.mb_per_s, 2),
-            "p50_ms": round(pct(self.latencies, 0.50) * 1000, 3),
-            "p99_ms": round(pct(self.latencies, 0.99) * 1000, 3),
+            "p50_ms": round(percentile(sorted(self.latencies), 0.50) * 1000, 3),
+            "p99_ms": round(percentile(sorted(self.latencies), 0.99) * 1000, 3),
         }
 
 

@@ -49,7 +49,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+if not __package__:  # run as a script: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import bench_module, value_of
+
 WORKLOADS = ("produce_ack_each", "produce_batched", "consume_batched", "consume_stream")
 BATCH = 1000
 READY_TIMEOUT = 15.0
@@ -69,10 +72,6 @@ def wait_until(ready: Callable[[], bool], what: str, timeout: float = READY_TIME
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not become ready in {timeout:.0f}s")
         time.sleep(0.05)
-
-
-def value_of(size: int) -> bytes:
-    return (b"proglog-" * (size // 8 + 1))[:size]
 
 
 class Peer:
@@ -105,13 +104,6 @@ class Peer:
 
 
 # -- ours --------------------------------------------------------------------------------------
-
-
-def bench_module(name: str) -> ModuleType:
-    """A sibling bench module (bench/ is not a package on sys.path when run as a script)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    return importlib.import_module(f"bench.{name}")
 
 
 def service_module() -> ModuleType:

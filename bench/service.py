@@ -36,6 +36,9 @@ from typing import Any
 
 import grpc
 
+if not __package__:  # run as a script: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import value_of
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.testing import ServerProcess
 
@@ -143,10 +146,6 @@ async def run_workers(
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     result.seconds = time.perf_counter() - started
     return result
-
-
-def value_of(size: int) -> bytes:
-    return (b"proglog-" * (size // 8 + 1))[:size]
 
 
 async def produce_unary(
