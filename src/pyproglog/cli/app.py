@@ -354,8 +354,14 @@ def main() -> None:
         sys.exit(130)
 
 
-# Registers produce, consume, servers and info on `app`; last, since it uses `fail`.
-from pyproglog.cli import client_commands as _client_commands  # noqa: E402, F401
+# Register produce, consume, servers and info on `app`; last, since they use `fail`.
+# Unsorted: `proglog --help` lists the commands in the order they are registered.
+# isort: off
+from pyproglog.cli import produce as _produce  # noqa: E402, F401
+from pyproglog.cli import consume as _consume  # noqa: E402, F401
+from pyproglog.cli import servers as _servers  # noqa: E402, F401
+
+# isort: on
 from pyproglog.cli.certs import certs as _certs  # noqa: E402
 
 app.add_typer(_certs)
