@@ -38,6 +38,7 @@ from pyproglog.log.errors import (
     SegmentFull,
     write_error_from,
 )
+from pyproglog.log.files import sync_directory
 from pyproglog.log.format import FRAME_OVERHEAD, Record, RecordLike
 from pyproglog.log.producers import (
     AppendPlan,
@@ -380,7 +381,7 @@ class Log(LogReads):
         with contextlib.suppress(LogWriteError):
             self._segments[-1].index.reserve()
         if self.config.sync_policy is not SyncPolicy.NEVER:
-            opening.sync_directory(self.directory)
+            sync_directory(self.directory)
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from pyproglog.log.config import LogConfig, SyncPolicy
 from pyproglog.log.errors import DiskFull, MissingRecords
+from pyproglog.log.files import sync_directory
 from pyproglog.log.format import INDEX_ENTRY_WIDTH, STORE_HEADER_SIZE
 from pyproglog.log.segment import STORE_SUFFIX, Segment, segment_paths
 
@@ -197,11 +198,3 @@ def new_segment(
             raise disk_full(exc, config) from exc
         raise
     return seg
-
-
-def sync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from crc32c import crc32c
 
 from pyproglog.log.errors import DuplicateInFlight, LogError, OutOfOrderSequence
+from pyproglog.log.files import write_atomic
 from pyproglog.log.format import RecordLike
 
 __all__ = [
@@ -262,6 +263,11 @@ _COMPACT_FACTOR = 4
 _COMPACT_MIN_BYTES = 1 << 20
 
 
+def _line(cidx: int, pid: int, seq: int, first: int, count: int, stamp_ms: int) -> bytes:
+    body = _LINE.pack(cidx, pid, seq, first, count, stamp_ms)
+    return body + _CRC.pack(crc32c(body))
+
+
 class ProducerFile:
     """The producer batches of the log's appends, one fixed-width line each, in offset order.
 
@@ -313,13 +319,10 @@ class ProducerFile:
         self, batches: Sequence[ProducerBatch], first_offset: int, cidx: int, stamp_ms: int
     ) -> None:
         """Write the lines of one append's batches (page cache; `sync` makes them durable)."""
-        out = bytearray()
-        for b in batches:
-            body = _LINE.pack(
-                cidx, b.producer_id, b.sequence, first_offset + b.start, b.count, stamp_ms
-            )
-            out += body
-            out += _CRC.pack(crc32c(body))
+        out = b"".join(
+            _line(cidx, b.producer_id, b.sequence, first_offset + b.start, b.count, stamp_ms)
+            for b in batches
+        )
         fd = self._open()
         written = os.write(fd, out)
         self.size += written
@@ -360,26 +363,13 @@ class ProducerFile:
         live = list(table.live())
         if self.size < _COMPACT_FACTOR * LINE_SIZE * max(len(live), 1):
             return
-        out = bytearray()
-        for pid, b, stamp in live:
-            body = _LINE.pack(b.consensus_index, pid, b.sequence, b.first_offset, b.count, stamp)
-            out += body
-            out += _CRC.pack(crc32c(body))
-        tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, out)
-            os.fsync(fd)  # the new file is whole on disk before it replaces the old one
-        finally:
-            os.close(fd)
+        data = b"".join(
+            _line(b.consensus_index, pid, b.sequence, b.first_offset, b.count, stamp)
+            for pid, b, stamp in live
+        )
         self.close()
-        os.replace(tmp, self.path)
-        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        self.size = len(out)
+        write_atomic(self.path, data)
+        self.size = len(data)
 
     def reset(self) -> None:
         self.truncate(0)
