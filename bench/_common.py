@@ -24,3 +24,19 @@ def percentile(ordered: list[float], q: float) -> float:
     if not ordered:
         return 0.0
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Rates:
+    """records/s and MB/s of a throughput figure (mixed into each bench's result type)."""
+
+    records: int
+    seconds: float
+    size: int  # bytes per record value
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.records_per_s * self.size / 1e6

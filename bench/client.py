@@ -60,7 +60,7 @@ import grpc
 
 if not __package__:  # run as a script: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import bench_module, percentile, value_of
+from bench._common import Rates, bench_module, percentile, value_of
 from pyproglog.client import AsyncClient, Consumer, Producer
 from pyproglog.testing import ServerProcess
 
@@ -83,7 +83,7 @@ def log(msg: str) -> None:
 
 
 @dataclass
-class Row:
+class Row(Rates):
     """A throughput figure: `records` delivered (acked or consumed) in `seconds`."""
 
     system: str  # "ours" | "nats"
@@ -94,14 +94,6 @@ class Row:
     seconds: float = 0.0
     errors: int = 0
     note: str = ""
-
-    @property
-    def records_per_s(self) -> float:
-        return self.records / self.seconds if self.seconds else 0.0
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.records_per_s * self.size / 1e6
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -56,7 +56,7 @@ import grpc
 
 if not __package__:  # run as a script: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import bench_module, percentile, value_of
+from bench._common import Rates, bench_module, percentile, value_of
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.testing import Cluster, ClusterError
 
@@ -76,7 +76,7 @@ NODE_ARGS = ("--log-level", "warning")
 
 
 @dataclass
-class Result:
+class Result(Rates):
     workload: str
     size: int
     policy: str
@@ -84,14 +84,6 @@ class Result:
     records: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list, repr=False)
-
-    @property
-    def records_per_s(self) -> float:
-        return self.records / self.seconds if self.seconds else 0.0
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.records_per_s * self.size / 1e6
 
     def as_dict(self) -> dict[str, Any]:
         return {

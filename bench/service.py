@@ -38,7 +38,7 @@ import grpc
 
 if not __package__:  # run as a script: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import value_of
+from bench._common import Rates, percentile, value_of
 from pyproglog.api.v1 import log_pb2, log_pb2_grpc
 from pyproglog.testing import ServerProcess
 
@@ -57,7 +57,7 @@ BATCHED_CONSUME = ("fetch_1000", "consume_batch_stream")
 
 
 @dataclass
-class Result:
+class Result(Rates):
     workload: str
     size: int
     calls: int = 0
@@ -65,19 +65,8 @@ class Result:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list, repr=False)
 
-    @property
-    def records_per_s(self) -> float:
-        return self.records / self.seconds if self.seconds else 0.0
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.records_per_s * self.size / 1e6
-
     def percentile_ms(self, q: float) -> float:
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return percentile(sorted(self.latencies), q) * 1000
 
     def as_dict(self) -> dict[str, Any]:
         return {
