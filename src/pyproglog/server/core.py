@@ -63,12 +63,10 @@ _timestamp = operator.attrgetter("timestamp_ms")
 
 @dataclass(slots=True)
 class _PendingProduce:
-    records: Sequence[RecordLike]
+    write: Write  # the records, and an idempotent producer's id and sequence
     future: asyncio.Future[Appended]
     nbytes: int = 0
     origin: object = None  # AppendTracer.capture() of the producer, when tracing
-    producer_id: int = 0  # an idempotent producer's batch: its id and sequence
-    sequence: int = 0
 
 
 class LogService:
@@ -170,7 +168,7 @@ class LogService:
             raise ShuttingDown()
         fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         origin = self._tracer.capture() if self._tracer is not None else None
-        item = _PendingProduce(records, fut, nbytes, origin, producer_id, sequence)
+        item = _PendingProduce(Write(records, producer_id, sequence), fut, nbytes, origin)
         self._pending.append(item)
         self._pending_wakeup.set()
         return await fut
@@ -197,13 +195,13 @@ class LogService:
                 # written, rather than a record turning up after the client gave up.
                 continue
             group.append(item)
-            count += len(item.records)
+            count += len(item.write.records)
         return group
 
     async def _commit(self, group: list[_PendingProduce]) -> None:
         """One append for the whole group: one fsync (`always`), one consensus entry."""
-        writes = [Write(item.records, item.producer_id, item.sequence) for item in group]
-        total = sum(len(item.records) for item in group)
+        writes = [item.write for item in group]
+        total = sum(len(w.records) for w in writes)
         scope: AbstractContextManager[object] = contextlib.nullcontext()
         if self._tracer is not None:
             scope = self._tracer.append_scope(total, [item.origin for item in group])
@@ -230,14 +228,14 @@ class LogService:
         ]
         if self._observer is not None and appended:
             # Counted here, once appended: a producer that stops waiting still wrote.
-            count = sum(len(item.records) for item in appended)
+            count = sum(len(item.write.records) for item in appended)
             self._observer.on_append_batch(count)
             self._observer.on_produced(count, sum(item.nbytes for item in appended))
         for item, o in zip(group, outcomes, strict=True):
             if item.future.done():
                 continue
             if isinstance(o, Written):
-                item.future.set_result(Appended(o.offset, len(item.records), o.duplicate))
+                item.future.set_result(Appended(o.offset, len(item.write.records), o.duplicate))
             else:
                 item.future.set_exception(o)
 
