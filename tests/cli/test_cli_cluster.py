@@ -22,7 +22,7 @@ from pyproglog.client import Client
 from pyproglog.testing import free_port
 from pyproglog.testing.cluster import Cluster
 from tests.cli.test_cli import STEP, LineReader, _env, lines, proglog
-from tests.client.test_routing import counts
+from tests.client.helpers import counts
 
 # Long enough for an election and a restarted node's catch-up on a loaded machine.
 TIMEOUT = "30"

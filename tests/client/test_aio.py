@@ -1,7 +1,6 @@
 """`AsyncClient` against real `proglog serve` processes: one node, then a 3-node cluster.
 
-Where calls went is read from the servers' own request metrics, as in
-test_routing.py.
+Where calls went is read from the servers' own request metrics (tests/client/helpers.py).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from pyproglog.agent import Agent
 from pyproglog.client import (
     AsyncClient,
     BatchAck,
@@ -29,8 +29,8 @@ from pyproglog.client._errors import from_rpc_error
 from pyproglog.client._routing import retriable
 from pyproglog.testing import ServerProcess, TcpProxy, free_port
 from pyproglog.testing.cluster import Cluster
+from tests.client.helpers import addrs, counts
 from tests.client.test_client import FakeRpcError
-from tests.client.test_routing import counts
 
 TIMEOUT = 10.0  # per call: covers an election (0.5-1 s at the test Raft timing)
 
@@ -45,10 +45,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with Cluster(tmp_path_factory.mktemp("aio-cluster"), size=3) as c:
         yield c
-
-
-def addrs(cluster: Cluster) -> list[str]:
-    return [n.addr for n in cluster.nodes.values()]
 
 
 # -- the retry rules (pure) ------------------------------------------------------------
@@ -210,8 +206,20 @@ async def test_unreachable_address_is_an_error_within_the_timeout() -> None:
             await routed.produce_sequenced([b"x"], producer_id=1, sequence=0)
 
 
-async def test_a_closed_client_says_so(node: ServerProcess) -> None:
-    client = AsyncClient([node.rpc_addr], timeout=TIMEOUT)
+async def test_a_closed_client_says_so(agent: Agent) -> None:
+    # A node in this loop, so that the test sees its calls wait (no sleeps).
+    service = agent.service
+    assert service is not None
+    waits = service.wait_for_offset
+    in_server = 0  # calls that began to wait for a record in the server
+
+    async def counted(offset: int, timeout: float | None) -> bool:
+        nonlocal in_server
+        in_server += 1
+        return await waits(offset, timeout)
+
+    service.wait_for_offset = counted  # type: ignore[method-assign]
+    client = AsyncClient([agent.rpc_addr], timeout=TIMEOUT)
     end = await client.produce(b"before close") + 1
 
     async def tail() -> None:
@@ -224,7 +232,9 @@ async def test_a_closed_client_says_so(node: ServerProcess) -> None:
         asyncio.create_task(client.fetch(end, max_wait_ms=int(TIMEOUT * 1000))) for _ in range(3)
     ]
     tailing = asyncio.create_task(tail())
-    await asyncio.sleep(0.2)  # the calls reach the server and wait there
+    async with asyncio.timeout(TIMEOUT):  # the calls reach the server and wait there
+        while in_server < len(waiting) + 1:
+            await asyncio.sleep(0.01)
     assert not any(t.done() for t in [*waiting, tailing])
     waiting[0].cancel()
     await client.close()

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pyproglog.client import AsyncClient, Consumer, Producer, Record
 from pyproglog.testing.cluster import Cluster, Node
 from pyproglog.testing.history import History, ProduceOp, check
+from tests.client.helpers import addrs, http_url, requests_ok
 
 pytestmark = pytest.mark.cluster
 
@@ -33,10 +32,6 @@ STEP = 30.0  # bounds a wait for something that should happen in a few seconds
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with Cluster(tmp_path_factory.mktemp("client-cluster"), size=3, proxies=True) as c:
         yield c
-
-
-def addrs(cluster: Cluster) -> list[str]:
-    return [n.addr for n in cluster.nodes.values()]
 
 
 def whole_again(cluster: Cluster) -> None:
@@ -54,18 +49,7 @@ def by_addr(cluster: Cluster, addr: str | None) -> Node:
 
 def produce_batch_ok(node: Node) -> float:
     """ProduceBatch calls the node answered OK (read around the proxy)."""
-    url = f"http://127.0.0.1:{node.http_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "proglog_rpc_requests"
-        for s in family.samples
-        if s.name.endswith("_total")
-        and s.labels.get("method") == "ProduceBatch"
-        and s.labels.get("code") == "OK"
-    )
+    return requests_ok(http_url(node), "ProduceBatch")
 
 
 async def wait_for(what: str, probe: object, timeout: float = STEP) -> None:
@@ -234,7 +218,7 @@ async def test_consumers_ride_over_a_killed_follower_and_a_leader_failover(
             await wait_for(
                 "both consumers to read", lambda: min(len(by_followers), len(by_leader)) >= 500
             )
-            leader = cluster.leader()
+            leader = await asyncio.to_thread(cluster.leader)
             reading = by_addr(cluster, on_followers.node)
             assert reading.name != leader.name, "a follower reader on the leader"
             assert by_addr(cluster, on_leader.node).name == leader.name
@@ -245,7 +229,7 @@ async def test_consumers_ride_over_a_killed_follower_and_a_leader_failover(
             await asyncio.to_thread(whole_again, cluster)
 
             # 2. Kill the leader the second consumer reads from.
-            leader = cluster.leader()
+            leader = await asyncio.to_thread(cluster.leader)
             assert by_addr(cluster, on_leader.node).name == leader.name
             await asyncio.to_thread(cluster.kill, leader.name)
             await produce(2000, total - 2000)

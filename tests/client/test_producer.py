@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pyproglog.client import (
     AsyncClient,
@@ -27,6 +25,7 @@ from pyproglog.client import (
 )
 from pyproglog.testing import ServerProcess, free_port
 from pyproglog.testing.cluster import CHANNEL_OPTIONS
+from tests.client.helpers import requests_ok
 
 TIMEOUT = 10.0
 
@@ -42,20 +41,7 @@ def produce_batch_calls(node: ServerProcess) -> float:
 
     A pipelined batch that overtook the one before it is refused
     (FAILED_PRECONDITION) and sent again: that is not counted."""
-    with urllib.request.urlopen(f"{node.http_url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "proglog_rpc_requests":
-            continue
-        for sample in family.samples:
-            if (
-                sample.name.endswith("_total")
-                and sample.labels.get("method") == "ProduceBatch"
-                and sample.labels.get("code") == "OK"
-            ):
-                total += sample.value
-    return total
+    return requests_ok(node.http_url, "ProduceBatch")
 
 
 async def read_values(client: AsyncClient, first: int, count: int) -> list[bytes]:

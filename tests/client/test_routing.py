@@ -10,50 +10,22 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pyproglog.client import Client, ClientError, Unavailable, Unreachable
-from pyproglog.testing.cluster import Cluster, Node
+from pyproglog.testing.cluster import Cluster
+from tests.client.helpers import addrs, counts
 
 TIMEOUT = 10.0  # per call: covers an election (0.5-1 s at the test Raft timing)
-
-
-def requests_ok(node: Node, method: str) -> float:
-    """The node's count of `method` calls that answered OK."""
-    url = f"http://127.0.0.1:{node.http_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "proglog_rpc_requests":
-            continue
-        for sample in family.samples:
-            if (
-                sample.name.endswith("_total")
-                and sample.labels.get("method") == method
-                and sample.labels.get("code") == "OK"
-            ):
-                total += sample.value
-    return total
-
-
-def counts(cluster: Cluster, method: str) -> dict[str, float]:
-    return {n.name: requests_ok(n, method) for n in cluster.live()}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with Cluster(tmp_path_factory.mktemp("routing"), size=3) as c:
         yield c
-
-
-def addrs(cluster: Cluster) -> list[str]:
-    return [n.addr for n in cluster.nodes.values()]
 
 
 def test_writes_go_to_the_leader_and_reads_to_the_followers(cluster: Cluster) -> None:
