@@ -9,15 +9,18 @@ import sys
 from pyproglog.testing.cluster import PeerProxy
 
 STEP = 10.0  # bounds a failing wait only
+QUIET = 0.5  # how long a swallowed line is waited for (the proxy creates the silence)
 
-# A child that connects, then echoes lines between its stdin and the connection.
+# A child that connects, then for each stdin line "TIMEOUT TEXT" sends TEXT and
+# prints the answer, or "timeout" when none came within TIMEOUT seconds.
 CHILD = """
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.settimeout(float(sys.argv[2]))
 print("connected", flush=True)
 for line in sys.stdin:
-    s.sendall(line.encode())
+    timeout, text = line.split(" ", 1)
+    s.settimeout(float(timeout))
+    s.sendall(text.encode())
     try:
         print(s.recv(100).decode().strip() or "closed", flush=True)
     except TimeoutError:
@@ -30,7 +33,7 @@ def test_one_sender_is_cut_and_the_others_pass(echo_addr: str) -> None:
     with PeerProxy(echo_addr, lambda: dict(children)) as proxy:
         port = proxy.addr.rsplit(":", 1)[1]
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, port, "0.5"],
+            [sys.executable, "-c", CHILD, port],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -42,15 +45,15 @@ def test_one_sender_is_cut_and_the_others_pass(echo_addr: str) -> None:
             mine = socket.create_connection(("127.0.0.1", int(port)))
             mine.settimeout(STEP)
 
-            def child_says(line: str) -> str:
+            def child_says(line: str, timeout: float = STEP) -> str:
                 assert child.stdin is not None and child.stdout is not None
-                child.stdin.write(line + "\n")
+                child.stdin.write(f"{timeout} {line}\n")
                 child.stdin.flush()
                 return child.stdout.readline().strip()
 
             assert child_says("a") == "a"
             proxy.cut_sources.add("child")
-            assert child_says("b") == "timeout"  # swallowed, connection still open
+            assert child_says("b", QUIET) == "timeout"  # swallowed, connection still open
             mine.sendall(b"mine")
             assert mine.recv(100) == b"mine"  # another sender still passes
             assert sorted(s or "" for s in proxy.senders) == ["", "child"]

@@ -53,10 +53,12 @@ def joined_are(r: Recorder, names: set[str]) -> bool:
 
 
 async def until(check: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(DEADLINE):
-        while not check():
-            await asyncio.sleep(0.02)
-    assert check(), what
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while not check():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {DEADLINE} s waiting until {what}") from None
 
 
 def unused_port() -> int:

@@ -154,5 +154,5 @@ async def test_a_linearizable_read_on_a_single_node_is_a_plain_read(agent: Agent
     async with grpc.aio.insecure_channel(agent.rpc_addr) as channel:
         stub = log_pb2_grpc.LogStub(channel)
         await stub.Produce(log_pb2.ProduceRequest(record=log_pb2.Record(value=b"x")), timeout=STEP)
-        got = await stub.Consume(log_pb2.ConsumeRequest(offset=0, linearizable=True))
+        got = await stub.Consume(log_pb2.ConsumeRequest(offset=0, linearizable=True), timeout=STEP)
     assert got.record.value == b"x"

@@ -401,14 +401,16 @@ def test_a_node_whose_peer_certificate_is_from_another_ca_gets_nothing(
         replicated_everywhere(cluster, values)
         watch_empty(cluster, "outsider", leader)
         assert cluster.voters(leader) == ["n1", "n2", "n3"]
+
         # Its answers to the leader fail the TLS handshake: the leader's port closes
         # the connection before any call, so its stream to the leader never opens.
-        refusals = [
-            line
-            for line in cluster.output("outsider").splitlines()
-            if f"at {cluster.nodes[leader].addr} broke: failed to connect" in line
-        ]
-        assert refusals and "Socket closed" in refusals[0], cluster.describe()
+        def refusals() -> list[str] | None:
+            said = cluster.output("outsider").splitlines()
+            broke = f"at {cluster.nodes[leader].addr} broke: failed to connect"
+            return [line for line in said if broke in line] or None
+
+        first = cluster.wait("the outsider to log its refused dial", refusals)[0]
+        assert "Socket closed" in first, cluster.describe()
     finally:
         cluster.kill("outsider")
 
@@ -431,8 +433,14 @@ def test_a_node_whose_peer_subject_may_not_replicate_gets_nothing(
         watch_empty(cluster, "intruder", leader)
         assert cluster.voters(leader) == ["n1", "n2", "n3"]
         # The leader's ACL refuses its stream, and says why.
-        out = cluster.output("intruder")
-        assert "intruder not permitted to replicate" in out, cluster.describe()
+        cluster.wait(
+            "the intruder to log the leader's refusal",
+            lambda: (
+                True
+                if "intruder not permitted to replicate" in cluster.output("intruder")
+                else None
+            ),
+        )
     finally:
         cluster.kill("intruder")
 

@@ -23,7 +23,7 @@ def test_sigterm_on_the_leader_hands_leadership_over(cluster: Cluster) -> None:
         others = [n.name for n in cluster.live() if n.name != old.name]
 
         assert cluster.stop(old.name, timeout=10) == 0
-        new = cluster.new_leader(old.name, timeout=5)
+        new = cluster.new_leader(old.name)
         said = old.output()
         # The hand-over happened while the node still ran, before it stopped: to
         # the node that now leads (a later election would not be named here).
