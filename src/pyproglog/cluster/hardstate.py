@@ -10,21 +10,19 @@ term and vote in it must never silently go back to zero).
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyproglog.log.files import write_atomic
 from pyproglog.raft import ConfState, HardState, SnapshotMeta
 
 __all__ = [
     "PersistedState",
     "StateFileError",
-    "fsync_dir",
     "load_state",
     "save_state",
-    "write_atomic",
 ]
 
 Addresses = dict[int, tuple[str, str]]
@@ -42,25 +40,6 @@ class PersistedState:
     """Node id -> (name, rpc address) of the snapshot's members, when known."""
     reset_pending: bool = False
     """Set while a snapshot install resets the log: a crash mid-way redoes it on open."""
-
-
-def fsync_dir(directory: Path | str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` by `data`: the old content or the new one survives any crash."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())  # the new bytes are on disk before the name points at them
-    os.replace(tmp, path)
-    fsync_dir(path.parent)  # the rename itself is durable
 
 
 def frame_line(obj: object) -> bytes:

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import operator
 import random
 import time
 from collections import deque
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyproglog.cluster.payload import DataBatch, StoredBatch, now_ms
-from pyproglog.cluster.storage import LogStorage
+from pyproglog.cluster.storage import LogStorage, batch_bytes
 from pyproglog.cluster.transport import PeerTransport
 from pyproglog.log import AppendPlan, Log, RecordLike, Write
 from pyproglog.raft import (
@@ -65,9 +64,6 @@ _log = logging.getLogger("pyproglog.cluster")
 
 # Replication bytes in flight to one follower (the core's window).
 INFLIGHT_BYTES = 16 << 20
-_value = operator.attrgetter("value")
-# Bytes a record costs beyond its value in a Raft size budget (frame overhead, roughly).
-_RECORD_OVERHEAD = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +345,12 @@ class RaftNode:
             ) from None
 
     async def change_conf(self, change: ConfChange, timeout: float) -> None:
-        """Propose one membership change and wait until it is committed."""
+        """Propose one membership change and wait until it is committed.
+
+        Raises ConfChangeRejected (another change is pending), the service's
+        NotLeader when this node does not lead (or leadership is moving), and
+        NoQuorum when the change is not committed within `timeout`.
+        """
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_retrieved)
 
@@ -359,15 +360,24 @@ class RaftNode:
                 return
             try:
                 idx = core.propose_conf_change(change)
-            except (ConfChangeRejected, NotLeader, ProposalDropped) as exc:
+            except ConfChangeRejected as exc:
                 fut.set_exception(exc)
+                return
+            except (NotLeader, ProposalDropped):
+                fut.set_exception(NotLeaderError(self.leader_addr))
                 return
             deadline = asyncio.get_running_loop().time() + timeout
             self._pending[idx] = _Proposal(core.term, fut, deadline)
 
         self._calls.append(call)
         self._wake.set()
-        await asyncio.wait_for(asyncio.shield(fut), timeout)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise NoQuorum(
+                f"the membership change was not committed within {timeout:.1f}s; "
+                "its outcome is unknown"
+            ) from None
 
     async def transfer_leadership(self, timeout: float) -> bool:
         """Hand leadership to the most caught-up voter; True once another node leads."""
@@ -427,11 +437,6 @@ class RaftNode:
                 raise NoQuorum(f"this node did not catch up to entry {index} in time")
             await self.wait_changed(left)
 
-    def call_core(self, call: Callable[[Raft], None]) -> None:
-        """Run `call` on the core in the driver's next round (between two Readies)."""
-        self._calls.append(call)
-        self._wake.set()
-
     # -- the driver -----------------------------------------------------------------------------
 
     async def _tick_forever(self) -> None:
@@ -488,7 +493,8 @@ class RaftNode:
         inbox = self._inbox
         while inbox:
             msg, addresses = inbox.popleft()
-            if addresses:
+            if addresses and msg.term >= core.term:
+                # Not from a stale leader: its membership may name addresses since moved.
                 self.learn_addresses(addresses)
             try:
                 core.step(msg)
@@ -535,7 +541,7 @@ class RaftNode:
                 continue
             records = plan.records
             batch = DataBatch(records=records, stamp_ms=w.stamp_ms, producers=plan.batches)
-            size = sum(map(len, map(_value, records))) + _RECORD_OVERHEAD * len(records)
+            size = batch_bytes(records)  # what the entry will take in the log
             try:
                 idx = core.propose(batch, size)
             except (NotLeader, ProposalDropped):
@@ -568,10 +574,9 @@ class RaftNode:
             or (rd.hard_state is not None and self._term_or_vote_changed(rd))
         )
         if fsyncs:
-            offsets = await asyncio.to_thread(self._persist_now, rd)
+            await asyncio.to_thread(self._persist_now, rd)
         else:
-            offsets = self._persist_now(rd)
-        del offsets
+            self._persist_now(rd)
 
     def _term_or_vote_changed(self, rd: Ready) -> bool:
         hs = rd.hard_state
@@ -579,19 +584,17 @@ class RaftNode:
         prev = self.storage.hard_state()
         return hs.term != prev.term or hs.vote != prev.vote
 
-    def _persist_now(self, rd: Ready) -> list[int]:
+    def _persist_now(self, rd: Ready) -> None:
         storage = self.storage
         if rd.snapshot is not None:
             storage.apply_snapshot(rd.snapshot)
-        offsets: list[int] = []
         if rd.entries:
             addresses = None
             if any(e.kind is EntryKind.CONFIG for e in rd.entries):
                 addresses = dict(self.addresses)
-            offsets = storage.append(rd.entries, addresses)
+            storage.append(rd.entries, addresses)
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
-        return offsets
 
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -607,16 +610,14 @@ class RaftNode:
         end = self.committed_end
         pending = self._pending
         for e in rd.committed_entries:
-            if e.kind is EntryKind.DATA:
-                span = self._span(e)
-                if span is not None:
-                    end = span[0] + span[1]
+            span = self._span(e) if e.kind is EntryKind.DATA else None
+            if span is not None:
+                end = span[0] + span[1]
             p = pending.pop(e.index, None) if pending else None
             if p is not None and not p.future.done():
                 if p.term == e.term:
                     self.proposals_committed += 1
-                    first = self._span(e)
-                    p.future.set_result(first[0] if first is not None else -1)
+                    p.future.set_result(span[0] if span is not None else -1)
                 else:
                     p.future.set_exception(
                         NoQuorum(
@@ -625,13 +626,14 @@ class RaftNode:
                         )
                     )
         if pending:
-            # Proposals at or below the applied index that came back in another term.
+            # Proposals below this Ready's entries: a snapshot from the new leader
+            # covered them, so whether they were kept is not known here.
             last = rd.committed_entries[-1].index
             for idx in [i for i in pending if i <= last]:
                 p = pending.pop(idx)
                 if not p.future.done():
                     p.future.set_exception(
-                        NoQuorum(f"entry {idx} was replaced by a new leader: not written")
+                        NoQuorum(f"entry {idx} was covered by a snapshot; its outcome is unknown")
                     )
         if end != self.committed_end:
             self.committed_end = end

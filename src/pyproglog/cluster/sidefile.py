@@ -27,10 +27,9 @@ from pyproglog.cluster.hardstate import (
     conf_from_json,
     conf_to_json,
     frame_line,
-    fsync_dir,
     parse_line,
-    write_atomic,
 )
+from pyproglog.log.files import sync_directory, write_atomic
 from pyproglog.raft import ConfState, EntryKind
 
 __all__ = ["SideEntry", "SideFile"]
@@ -154,4 +153,4 @@ class SideFile:
 def ensure_dir(directory: Path) -> None:
     if not directory.exists():
         directory.mkdir(parents=True)
-        fsync_dir(directory.parent)
+        sync_directory(directory.parent)

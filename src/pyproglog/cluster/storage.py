@@ -30,14 +30,13 @@ from pyproglog.cluster.hardstate import (
     Addresses,
     PersistedState,
     StateFileError,
-    fsync_dir,
     load_state,
     save_state,
-    write_atomic,
 )
 from pyproglog.cluster.payload import DataBatch, StoredBatch
 from pyproglog.cluster.sidefile import SideEntry, SideFile, ensure_dir
 from pyproglog.log import Log, RecordLike
+from pyproglog.log.files import sync_directory, write_atomic
 from pyproglog.log.format import FRAME_OVERHEAD
 from pyproglog.raft import (
     CompactedError,
@@ -75,7 +74,7 @@ class _Meta(NamedTuple):
 _value = operator.attrgetter("value")
 
 
-def _batch_bytes(records: Sequence[RecordLike]) -> int:
+def batch_bytes(records: Sequence[RecordLike]) -> int:
     """Stored bytes of a batch: the same sum `Log.append_batch` computes."""
     return sum(map(len, map(_value, records))) + len(records) * FRAME_OVERHEAD
 
@@ -117,7 +116,7 @@ class LogStorage:
             self._save_state()
         found, damaged, torn = SideFile.load(side_path)
         self._side_file = SideFile(side_path)
-        fsync_dir(self._dir)  # the side file's name is durable before it is relied on
+        sync_directory(self._dir)  # the side file's name is durable before it is relied on
         self._side: dict[int, SideEntry] = {e.index: e for e in found}
         self._side_idx: list[int] = [e.index for e in found]
         self._conf_idx: list[int] = [e.index for e in found if e.kind is EntryKind.CONFIG]
@@ -362,7 +361,7 @@ class LogStorage:
                 out[j] = offset
                 self._cached(
                     e.index,
-                    _Meta(e.term, e.kind, offset, offset + len(records), _batch_bytes(records)),
+                    _Meta(e.term, e.kind, offset, offset + len(records), batch_bytes(records)),
                 )
             else:
                 conf: ConfState | None = None
@@ -465,7 +464,7 @@ class LogStorage:
 
     def _reset_log(self, meta: SnapshotMeta) -> None:
         self._log.reset(entry_before=(meta.index, meta.term), at_offset=meta.lowest_offset)
-        fsync_dir(self._log.directory)  # the removed segments stay removed
+        sync_directory(self._log.directory)  # the removed segments stay removed
 
     def compacted_to_retention(self) -> None:
         """After Log retention removed segments: record the snapshot point they leave
@@ -521,7 +520,7 @@ class LogStorage:
         self._side_file.close()
 
     def _save_state(self, reset_pending: bool = False) -> None:
-        # Durability: atomic replace + fsync (hardstate.write_atomic) before returning.
+        # Durability: atomic replace + fsync (log.files.write_atomic) before returning.
         save_state(
             self._state_path,
             PersistedState(self._hs, self._snap, self._snap_addresses, reset_pending),

@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pyproglog.cluster import ClusterNode, ClusterOptions, RaftTiming
+from pyproglog.cluster import ClusterNode, ClusterOptions, RaftTiming, node_id
 from pyproglog.log import Log, LogConfig, OffsetOutOfRange, Record
 from pyproglog.observability import NodeMetrics
-from pyproglog.raft import Role
-from pyproglog.server.errors import NotLeader
+from pyproglog.raft import ConfChange, ConfChangeKind, Message, MsgType, Role
+from pyproglog.server.errors import NoQuorum, NotLeader
 from pyproglog.testing import free_port
 
 TIMING = RaftTiming(tick_seconds=0.02, election_ticks=10, heartbeat_ticks=1)
@@ -259,3 +259,38 @@ async def test_pods_started_together_form_one_cluster(tmp_path: Path) -> None:
     finally:
         for m in members:
             await m.close()
+
+
+async def test_a_membership_change_that_cannot_commit_is_no_quorum(tmp_path: Path) -> None:
+    # The leader loses its quorum to a configuration change (its new voter never
+    # answers): the caller (`proglog servers remove`) gets NO_QUORUM, not a bug.
+    solo = await _start(tmp_path, "solo", join=[], bootstrap=True)
+    try:
+        node = solo.cluster.node
+        assert node is not None
+        await _until(lambda: node.is_leader, what="the bootstrapped node to lead")
+        ghost = node_id("ghost")
+        await node.change_conf(ConfChange(ConfChangeKind.ADD_LEARNER, ghost), 2.0)
+        with pytest.raises(NoQuorum):
+            await node.change_conf(ConfChange(ConfChangeKind.PROMOTE, ghost), 0.3)
+    finally:
+        await solo.close()
+
+
+async def test_a_message_of_an_old_term_teaches_no_addresses(tmp_path: Path) -> None:
+    # A deposed leader's late CONFIG entry carries the addresses it knew: the runtime
+    # must not take them over the current ones (the core drops the message itself).
+    solo = await _start(tmp_path, "solo", join=[], bootstrap=True)
+    try:
+        node = solo.cluster.node
+        assert node is not None
+        await _until(lambda: node.is_leader, what="the bootstrapped node to lead")
+        old, fresh = node_id("old"), node_id("fresh")
+        stale = Message(MsgType.APPEND, to=node.id, frm=old, term=node.term - 1)
+        node.deliver(stale, {old: ("old", "127.0.0.1:1")})
+        current = Message(MsgType.APPEND_RESP, to=node.id, frm=fresh, term=node.term)
+        node.deliver(current, {fresh: ("fresh", "127.0.0.1:2")})
+        await _until(lambda: fresh in node.addresses, what="the current message's addresses")
+        assert old not in node.addresses
+    finally:
+        await solo.close()
