@@ -32,7 +32,7 @@ from pyproglog.cluster.reconciler import Reconciler
 from pyproglog.cluster.replicated import ReplicatedLog
 from pyproglog.cluster.seeds import SeedFile
 from pyproglog.cluster.storage import LogStorage
-from pyproglog.cluster.transport import PeerTransport, add_peer_service
+from pyproglog.cluster.transport import PeerTransport, add_peer_service, peer_max_message_bytes
 from pyproglog.discovery import EventKind, GossipMembership, MemberEvent, Membership
 from pyproglog.log import Log, Write
 from pyproglog.observability.cluster_metrics import ClusterFigures, PeerFigures
@@ -89,12 +89,13 @@ class ClusterNode:
         o = self.options
         storage = await asyncio.to_thread(LogStorage, self.log, self.data_dir / "raft")
         self._had_state = storage.has_state()
-        self._seeds = SeedFile(self.data_dir / "raft" / "gossip-seeds")
         transport = PeerTransport(
             self.id,
             self._resolve,
             credentials=o.peer_credentials,
             address_book=lambda: self.node.address_book() if self.node else {},
+            # The peers' gRPC servers take what --max-record-bytes allows (agent.py).
+            max_message_bytes=peer_max_message_bytes(self.log.config.max_record_bytes),
         )
         self.node = RaftNode(
             node_id=self.id,
@@ -181,7 +182,7 @@ class ClusterNode:
         """Say in gossip once this node is in the configuration (see _may_bootstrap)."""
         node, membership = self.node, self.membership
         assert node is not None and membership is not None
-        while node.id not in node.conf().voters | node.conf().learners:
+        while not node.conf().contains(node.id):
             await asyncio.sleep(0.2)
         try:
             await membership.update_tags(**{MEMBER_TAG: "1"})
@@ -199,18 +200,17 @@ class ClusterNode:
             self.node.deliver(message, addresses)
 
     async def forward(self, writes: Sequence[Write]) -> list[WriteOutcome]:
-        """Writes a follower forwarded: proposed here if we lead, never forwarded again."""
+        """Writes a follower forwarded: proposed here if we lead, never forwarded again
+        (propose_writes raises NotLeader on a node that does not lead)."""
         node = self.node
         assert node is not None
-        if not node.is_leader:
-            raise NotLeader(node.leader_addr)
         return await node.propose_writes(writes, self.options.write_timeout)
 
     async def remove_server(self, name: str) -> None:
         node = self.node
         assert node is not None
         target = node_id(name)
-        if target not in node.conf().voters | node.conf().learners:
+        if not node.conf().contains(target):
             raise InvalidArgument(f"{name} is not a member of the cluster")
         if not node.is_leader:
             if node.leader == NONE:

@@ -386,9 +386,6 @@ class PeerTransport:
             response = await stub.Forward(forward_request(batch, spans), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise relayed_error(exc) from None
-        if not response.outcomes:  # a leader of an older release: plain writes, in order
-            offsets = [int(response.offset) + s.start for s in spans]
-            return [Written(o) for o in offsets]
         return outcomes_from_proto(response.outcomes, writes)
 
     async def remove_server(self, leader: int, name: str, timeout: float) -> None:
