@@ -547,3 +547,45 @@ def test_three_cores_replicate_reopen_and_catch_a_new_node_up_by_snapshot(
     check_same_logs([leader, newcomer], start=snap.index + 1)
     for node in cl.nodes.values():
         close(node.log, node.st)
+
+
+def _persist_then_die(node: Node) -> None:
+    """The runtime's step 1 for the node's Ready (persist), then a crash before step 2
+    (send): the Ready's messages are lost, and the node restarts from its storage."""
+    rd = node.core.ready()
+    assert rd.messages, "the crash should lose messages"
+    if rd.snapshot is not None:
+        node.st.apply_snapshot(rd.snapshot)
+    node.st.append(rd.entries, ADDRS)
+    if rd.hard_state is not None:
+        node.st.set_hard_state(rd.hard_state)
+    node.reopen()
+
+
+def test_a_crash_between_persist_and_send_loses_only_the_messages(tmp_path: Path) -> None:
+    cl = Cluster(Node(tmp_path, i, LogConfig(), CONF) for i in (1, 2, 3))
+    cl.propose(3, "a")
+    leader = cl.leader()
+    follower, other = (n for n in cl.nodes.values() if n is not leader)
+    rs = recs("x", 2)
+    leader.core.propose(DataBatch(rs), size_of(rs))
+    cl.handle_ready(leader)
+    inbox, cl.inbox = cl.inbox, []
+    for m in inbox:
+        cl.nodes[m.to].core.step(m)
+    # A follower persists the entry, then dies before acknowledging it.
+    _persist_then_die(follower)
+    assert follower.st.last_index() == leader.st.last_index()
+    # The leader persists its next entry, then dies before sending it.
+    more = recs("y", 1)
+    leader.core.propose(DataBatch(more), size_of(more))
+    _persist_then_die(leader)
+    cl.stabilize()
+    cl.propose(3, "b")  # a new election, then more entries
+    nodes = [leader, follower, other]
+    check_same_logs(nodes)
+    for node in nodes:  # stored on every node before the crashes: committed
+        log = node.log
+        stored = values(log, log.lowest_offset, log.next_offset - log.lowest_offset)
+        assert stored.count(b"x-0") == stored.count(b"x-1") == 1
+        close(node.log, node.st)
