@@ -35,7 +35,7 @@ from typing import Any
 from pyproglog.cluster.payload import DataBatch, StoredBatch, now_ms
 from pyproglog.cluster.storage import LogStorage, batch_bytes
 from pyproglog.cluster.transport import PeerTransport
-from pyproglog.log import AppendPlan, Log, RecordLike, Write
+from pyproglog.log import AppendPlan, Log, Write
 from pyproglog.raft import (
     NONE,
     ConfChange,
@@ -54,7 +54,7 @@ from pyproglog.raft import (
     Role,
     TransferRefused,
 )
-from pyproglog.server.commitlog import WriteOutcome, Written, resolve_plan
+from pyproglog.server.commitlog import WriteOutcome, resolve_plan
 from pyproglog.server.errors import NoQuorum
 from pyproglog.server.errors import NotLeader as NotLeaderError
 
@@ -311,12 +311,6 @@ class RaftNode:
             return
         self._inbox.append((message, addresses))
         self._wake.set()
-
-    async def propose(self, records: Sequence[RecordLike], timeout: float) -> int:
-        """Replicate `records` as one entry; the first offset once it is committed."""
-        (outcome,) = await self.propose_writes([Write(records)], timeout)
-        assert isinstance(outcome, Written)  # a plain write is never refused per write
-        return outcome.offset
 
     async def propose_writes(self, writes: Sequence[Write], timeout: float) -> list[WriteOutcome]:
         """Replicate client writes as one entry; per write its outcome once committed.

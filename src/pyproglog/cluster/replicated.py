@@ -16,9 +16,9 @@ import grpc
 
 from pyproglog.cluster.node import RaftNode
 from pyproglog.cluster.transport import relayed_error
-from pyproglog.log import EncodedRange, Log, LogInfo, OffsetOutOfRange, Record, RecordLike, Write
+from pyproglog.log import EncodedRange, Log, LogInfo, OffsetOutOfRange, Record, Write
 from pyproglog.raft import NONE, Role
-from pyproglog.server.commitlog import CommitListener, WriteOutcome, Written
+from pyproglog.server.commitlog import CommitListener, WriteOutcome
 from pyproglog.server.errors import NoQuorum, NotLeader
 from pyproglog.server.results import ReplicaState, ReplicationState
 
@@ -38,11 +38,6 @@ class ReplicatedLog:
     @property
     def max_record_bytes(self) -> int:
         return self.log.config.max_record_bytes
-
-    async def append(self, records: Sequence[RecordLike]) -> int:
-        (outcome,) = await self.append_writes([Write(records)])
-        assert isinstance(outcome, Written)  # a plain write is never refused per write
-        return outcome.offset
 
     async def append_writes(self, writes: Sequence[Write]) -> list[WriteOutcome]:
         node = self.node

@@ -27,7 +27,6 @@ from pyproglog.log import (
     LogError,
     LogInfo,
     Record,
-    RecordLike,
     SyncPolicy,
     Write,
 )
@@ -80,18 +79,15 @@ class CommitLog(Protocol):
         """The largest record value the log stores (the one size limit)."""
         ...
 
-    async def append(self, records: Sequence[RecordLike]) -> int:
-        """Append records atomically at contiguous offsets, once committed; the first offset.
+    async def append_writes(self, writes: Sequence[Write]) -> list[WriteOutcome]:
+        """Append several client writes as one entry (atomically, at contiguous
+        offsets), once committed; per write its outcome.
 
         The implementation stamps the term: a term a client sent is never stored.
+        An idempotent producer's write the log already holds is answered with its
+        first offsets, one out of order is refused (see log.producers), and the
+        node that decides (the leader) decides against its whole log.
         """
-        ...
-
-    async def append_writes(self, writes: Sequence[Write]) -> list[WriteOutcome]:
-        """Append several client writes as one entry, once committed; per write its
-        outcome. An idempotent producer's write the log already holds is answered
-        with its first offsets, one out of order is refused (see log.producers),
-        and whichever node decides (the leader) decides against its whole log."""
         ...
 
     def read(self, offset: int) -> Record:
@@ -157,17 +153,11 @@ class LocalCommitLog:
     def max_record_bytes(self) -> int:
         return self.log.config.max_record_bytes
 
-    def _append(self, records: Sequence[RecordLike], plan: AppendPlan | None = None) -> int:
+    def _append(self, plan: AppendPlan) -> int:
         # Looked up per call: tests replace the log's append_batch to inject faults.
-        if plan is not None and plan.batches:
-            return self.log.append_batch(records, term=self.TERM, producers=plan.batches)
-        return self.log.append_batch(records, term=self.TERM)
-
-    async def append(self, records: Sequence[RecordLike]) -> int:
-        if self._append_off_loop:
-            # to_thread copies the context: an fsync span nests under the caller's.
-            return await asyncio.to_thread(self._append, records)
-        return self._append(records)
+        if plan.batches:
+            return self.log.append_batch(plan.records, term=self.TERM, producers=plan.batches)
+        return self.log.append_batch(plan.records, term=self.TERM)
 
     async def append_writes(self, writes: Sequence[Write]) -> list[WriteOutcome]:
         # Decided and appended with no other append in between: the service's
@@ -176,9 +166,10 @@ class LocalCommitLog:
         first = 0
         if plan.records:
             if self._append_off_loop:
-                first = await asyncio.to_thread(self._append, plan.records, plan)
+                # to_thread copies the context: an fsync span nests under the caller's.
+                first = await asyncio.to_thread(self._append, plan)
             else:
-                first = self._append(plan.records, plan)
+                first = self._append(plan)
         return resolve_plan(plan, first)
 
     def read(self, offset: int) -> Record:

@@ -14,9 +14,11 @@ import grpc
 import pytest
 
 from pyproglog.cluster import ClusterNode, ClusterOptions, RaftTiming, node_id
-from pyproglog.log import Log, LogConfig, OffsetOutOfRange, Record
+from pyproglog.cluster.replicated import ReplicatedLog
+from pyproglog.log import Log, LogConfig, OffsetOutOfRange, Record, Write
 from pyproglog.observability import NodeMetrics
 from pyproglog.raft import ConfChange, ConfChangeKind, Message, MsgType, Role
+from pyproglog.server.commitlog import Written
 from pyproglog.server.errors import NoQuorum, NotLeader
 from pyproglog.testing import free_port
 
@@ -107,6 +109,13 @@ async def three(tmp_path: Path) -> AsyncIterator[list[Member]]:
             await m.close()
 
 
+async def _append(commit_log: ReplicatedLog, records: list[Record]) -> int:
+    """One plain write through the seam; its first offset."""
+    (outcome,) = await commit_log.append_writes([Write(records)])
+    assert isinstance(outcome, Written)
+    return outcome.offset
+
+
 def _values(m: Member) -> list[bytes]:
     end = m.cluster.node.committed_end if m.cluster.node else 0
     return [m.log.read(o).value for o in range(m.log.lowest_offset, end)]
@@ -119,8 +128,8 @@ async def test_writes_replicate_to_every_node_at_the_same_offsets(three: list[Me
     follower = next(m for m in three if m is not leader)
     assert follower.cluster.commit_log is not None
 
-    first = await leader.cluster.commit_log.append([Record(b"a"), Record(b"b")])
-    forwarded = await follower.cluster.commit_log.append([Record(b"c")])
+    first = await _append(leader.cluster.commit_log, [Record(b"a"), Record(b"b")])
+    forwarded = await _append(follower.cluster.commit_log, [Record(b"c")])
     assert forwarded == first + 2  # answered with the leader's offset
 
     await _until(
@@ -147,14 +156,14 @@ async def test_a_new_leader_takes_over_when_the_leader_stops(three: list[Member]
     await _until(lambda: _leader(three) is not None, what="a leader")
     old = _leader(three)
     assert old is not None and old.cluster.commit_log is not None
-    await old.cluster.commit_log.append([Record(b"before")])
+    await _append(old.cluster.commit_log, [Record(b"before")])
     await old.close()
     rest = [m for m in three if m is not old]
     three.remove(old)
     await _until(lambda: _leader(rest) is not None, what="a new leader")
     new = _leader(rest)
     assert new is not None and new.cluster.commit_log is not None
-    await new.cluster.commit_log.append([Record(b"after")])
+    await _append(new.cluster.commit_log, [Record(b"after")])
     await _until(lambda: all(_values(m)[-2:] == [b"before", b"after"] for m in rest))
 
 
@@ -171,7 +180,7 @@ async def test_a_follower_without_a_leader_refuses_writes(tmp_path: Path) -> Non
     try:
         assert lone.cluster.commit_log is not None
         with pytest.raises(NotLeader):
-            await lone.cluster.commit_log.append([Record(b"x")])
+            await _append(lone.cluster.commit_log, [Record(b"x")])
     finally:
         await lone.close()
 
@@ -182,7 +191,7 @@ async def test_a_wiped_bootstrap_node_rejoins_instead_of_founding_a_cluster(
     await _until(lambda: _leader(three) is not None, what="a leader")
     leader = _leader(three)
     assert leader is not None and leader.cluster.commit_log is not None
-    await leader.cluster.commit_log.append([Record(b"kept")])
+    await _append(leader.cluster.commit_log, [Record(b"kept")])
     first = next(m for m in three if m.name == "n1")
     await first.close()
     three.remove(first)
@@ -204,7 +213,7 @@ async def test_metrics_show_role_term_commit_and_peer_lag(three: list[Member]) -
     await _until(lambda: _leader(three) is not None, what="a leader")
     leader = _leader(three)
     assert leader is not None and leader.cluster.commit_log is not None
-    await leader.cluster.commit_log.append([Record(b"m")])
+    await _append(leader.cluster.commit_log, [Record(b"m")])
     metrics = NodeMetrics()
     metrics.watch_cluster(leader.cluster.figures)
     text = metrics.render()[0].decode()
@@ -225,7 +234,7 @@ async def test_a_linearizable_read_on_a_follower_sees_the_last_acknowledged_writ
     assert leader is not None and leader.cluster.commit_log is not None
     for follower in (m for m in three if m is not leader):
         assert follower.cluster.commit_log is not None
-        offset = await leader.cluster.commit_log.append([Record(follower.name.encode())])
+        offset = await _append(leader.cluster.commit_log, [Record(follower.name.encode())])
         await follower.cluster.commit_log.read_barrier()
         # No waiting: the barrier returned only once the follower applied the write.
         assert follower.cluster.commit_log.read(offset).value == follower.name.encode()
