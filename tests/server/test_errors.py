@@ -8,10 +8,20 @@ from pathlib import Path
 import pytest
 
 from pyproglog.auth.errors import PermissionDenied, Unauthenticated
-from pyproglog.log import CorruptSegment, DiskFull, LogWriteError, MissingRecords, OffsetOutOfRange
+from pyproglog.log import (
+    CorruptSegment,
+    DiskFull,
+    DuplicateInFlight,
+    LogWriteError,
+    MissingRecords,
+    OffsetOutOfRange,
+    OutOfOrderSequence,
+)
 from pyproglog.server.errors import (
+    Busy,
     ErrorStatus,
     InvalidArgument,
+    NoQuorum,
     NotLeader,
     Reason,
     ShuttingDown,
@@ -49,6 +59,26 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
         (ShuttingDown(), ("UNAVAILABLE", 503, Reason.SHUTTING_DOWN, {})),
         (NotLeader("n2:8400"), ("UNAVAILABLE", 503, Reason.NOT_LEADER, {"leader_addr": "n2:8400"})),
         (NotLeader(), ("UNAVAILABLE", 503, Reason.NOT_LEADER, {})),
+        (NoQuorum("not committed"), ("UNAVAILABLE", 503, Reason.NO_QUORUM, {})),
+        (Busy("a change is pending"), ("UNAVAILABLE", 503, Reason.BUSY, {})),
+        (
+            OutOfOrderSequence(9, 4, 2),
+            (
+                "FAILED_PRECONDITION",
+                409,
+                Reason.OUT_OF_ORDER_SEQUENCE,
+                {"producer_id": "9", "sequence": "4", "expected_sequence": "2"},
+            ),
+        ),
+        (
+            DuplicateInFlight(9, 4),
+            (
+                "UNAVAILABLE",
+                503,
+                Reason.DUPLICATE_IN_FLIGHT,
+                {"producer_id": "9", "sequence": "4"},
+            ),
+        ),
         (
             MissingRecords("p", 4, 7, "store file gone"),
             ("DATA_LOSS", 500, Reason.DATA_LOSS, {"first": "4", "last": "7"}),

@@ -36,9 +36,9 @@ from pyproglog.cluster.transport import PeerTransport, add_peer_service, peer_ma
 from pyproglog.discovery import EventKind, GossipMembership, MemberEvent, Membership
 from pyproglog.log import Log, Write
 from pyproglog.observability.cluster_metrics import ClusterFigures, PeerFigures
-from pyproglog.raft import NONE, ConfChange, ConfChangeKind, Message
+from pyproglog.raft import NONE, ConfChange, ConfChangeKind, ConfChangeRejected, Message
 from pyproglog.server.commitlog import WriteOutcome
-from pyproglog.server.errors import InvalidArgument, NotLeader
+from pyproglog.server.errors import Busy, InvalidArgument, NotLeader
 from pyproglog.server.servers import ServerInfo
 
 __all__ = ["ClusterNode", "ClusterOptions"]
@@ -227,7 +227,10 @@ class ClusterNode:
         if self.reconciler is not None:
             self.reconciler.forget(target)
         change = ConfChange(ConfChangeKind.REMOVE, target)
-        await node.change_conf(change, self.options.write_timeout)
+        try:
+            await node.change_conf(change, self.options.write_timeout)
+        except ConfChangeRejected as exc:  # one change at a time: the reconciler's is pending
+            raise Busy(f"cannot remove {name} now: {exc}; retry") from None
         _log.info("removed %s from the cluster", name)
 
     # -- what GetServers answers ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from pyproglog.log import (
 __all__ = [
     "DOMAIN",
     "INTERNAL",
+    "Busy",
     "ErrorStatus",
     "InvalidArgument",
     "NoQuorum",
@@ -90,6 +91,11 @@ class NotLeader(ServiceError):
         where = f"; the leader is {leader_addr}" if leader_addr else "; no leader is known"
         super().__init__(f"this node is not the leader{where}")
         self.leader_addr = leader_addr
+
+
+class Busy(ServiceError):
+    """The node cannot take this now but will soon (another membership change is
+    being made): retry."""
 
 
 class NoQuorum(ServiceError):
@@ -158,6 +164,8 @@ def error_status(exc: BaseException) -> ErrorStatus | None:
             return ErrorStatus("UNAVAILABLE", 503, msg, Reason.NOT_LEADER, meta)
         case NoQuorum():
             return ErrorStatus("UNAVAILABLE", 503, msg, Reason.NO_QUORUM)
+        case Busy():
+            return ErrorStatus("UNAVAILABLE", 503, msg, Reason.BUSY)
         case OutOfOrderSequence():
             meta = {
                 "producer_id": str(exc.producer_id),
